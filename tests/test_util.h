@@ -1,0 +1,124 @@
+/* Shared helpers for the test programs: a printed seed, random fills, NaN
+ * poisoning, relative errors and CHECK macros.  Header-only on purpose:
+ * each test stays one self-contained executable. */
+#ifndef TGEMM_TESTS_TEST_UTIL_H
+#define TGEMM_TESTS_TEST_UTIL_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/dtype_convert.h"
+#include "tgemm.h"
+
+#define TEST_SKIP 77
+
+static int test_failures = 0;
+
+#define CHECK(cond, ...)                                               \
+  do {                                                                 \
+    if (!(cond)) {                                                     \
+      test_failures++;                                                 \
+      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);  \
+      fprintf(stderr, __VA_ARGS__);                                    \
+      fprintf(stderr, "\n");                                           \
+    }                                                                  \
+  } while (0)
+
+#define CHECK_STATUS(expr, expected)                                       \
+  do {                                                                     \
+    tgemm_status check_status_ = (expr);                                   \
+    CHECK(check_status_ == (expected), "%s returned %s, expected %s", #expr, \
+          tgemm_status_name(check_status_), tgemm_status_name(expected));  \
+  } while (0)
+
+#define CHECK_OK(expr) CHECK_STATUS(expr, TGEMM_OK)
+
+/* xorshift64*: fast, seedable, the same on every machine. */
+static uint64_t test_rng_state = 88172645463325252ull;
+
+static inline uint64_t test_rand_u64(void) {
+  uint64_t x = test_rng_state;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  test_rng_state = x;
+  return x * 2685821657736338717ull;
+}
+
+/* Uniform in [0, 1). */
+static inline double test_rand_unit(void) {
+  return (double)(test_rand_u64() >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* Standard normal (Box-Muller). */
+static inline float test_rand_normal(void) {
+  double u1 = test_rand_unit(), u2 = test_rand_unit();
+  if (u1 < 1e-300) u1 = 1e-300;
+  return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+/* Seed from TGEMM_TEST_SEED or the clock, and print it so a failure can be
+ * replayed. */
+static inline uint64_t test_seed(const char *test_name) {
+  const char *env = getenv("TGEMM_TEST_SEED");
+  uint64_t seed = env ? strtoull(env, NULL, 0)
+                      : ((uint64_t)time(NULL) * 2654435761u) ^ (uint64_t)clock();
+  if (seed == 0) seed = 1;
+  test_rng_state = seed;
+  printf("%s: seed %llu (replay with TGEMM_TEST_SEED=%llu)\n", test_name,
+         (unsigned long long)seed, (unsigned long long)seed);
+  return seed;
+}
+
+/* Fill n values of dtype with N(0, 1) * scale. */
+static inline void test_fill_normal(void *dst, tgemm_dtype dtype, size_t n,
+                                    float scale) {
+  for (size_t i = 0; i < n; i++) {
+    float v = test_rand_normal() * scale;
+    if (dtype == TGEMM_F32) ((float *)dst)[i] = v;
+    else if (dtype == TGEMM_F16) ((uint16_t *)dst)[i] = tgemm__f32_to_f16(v);
+    else ((uint16_t *)dst)[i] = tgemm__f32_to_bf16(v);
+  }
+}
+
+/* Fill with NaN so that unwritten outputs show. */
+static inline void test_poison(void *dst, tgemm_dtype dtype, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (dtype == TGEMM_F32) ((float *)dst)[i] = NAN;
+    else ((uint16_t *)dst)[i] = 0x7fc1; /* NaN in bf16; also NaN in f16 */
+  }
+}
+
+/* ‖y − ref‖_F / ‖ref‖_F over an [m, n] output with leading dimension ld;
+ * returns INFINITY when any y element is not finite (unwritten or NaN). */
+static inline double test_rel_error(const void *y, tgemm_dtype dtype,
+                                    int64_t m, int64_t n, int64_t ld,
+                                    const double *ref) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < m; i++)
+    for (int64_t j = 0; j < n; j++) {
+      const void *row = (const char *)y + (size_t)(i * ld) * tgemm_dtype_size(dtype);
+      double v = tgemm__load_f32(row, dtype, j);
+      if (!isfinite(v)) return INFINITY;
+      double d = v - ref[i * n + j];
+      num += d * d;
+      den += ref[i * n + j] * ref[i * n + j];
+    }
+  return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* Exit code: 0 when every CHECK passed. */
+static inline int test_finish(const char *test_name) {
+  if (test_failures) {
+    printf("%s: %d check(s) FAILED\n", test_name, test_failures);
+    return 1;
+  }
+  printf("%s: all checks passed\n", test_name);
+  return 0;
+}
+
+#endif

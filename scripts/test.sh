@@ -10,7 +10,7 @@ jobs=$(nproc)
 if [ "${1:-}" = "--sanitize" ]; then
   dir=build-sanitize
   cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTGEMM_SANITIZE=ON -DTGEMM_CUDA=OFF -DTGEMM_WERROR=ON
-  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 else
   dir=build
   cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DTGEMM_WERROR=ON

@@ -31,7 +31,7 @@ int tgemm__cmd_info(int argc, char **argv) {
     fprintf(stderr, "tgemm info: unexpected argument '%s'\n", argv[1]);
     return 2;
   }
-  const tgemm__cpu_features *f = tgemm__cpu_features();
+  const struct tgemm__cpu_features *f = tgemm__cpu_features();
   printf("tgemm %s\n", tgemm_version_string());
   printf("backends built: cpu%s\n", tgemm__cuda_backend_get() ? ", cuda" : " (CUDA backend not built)");
   printf("cpu: %s, %d logical cores, avx2=%s fma=%s f16c=%s avx512f=%s\n", f->model, f->n_cores,

@@ -5,8 +5,8 @@
 
 #include "core/cpu_features.h"
 
-static tgemm__cpu_features detected;
-static tgemm__cpu_features scalar_view;
+static struct tgemm__cpu_features detected;
+static struct tgemm__cpu_features scalar_view;
 static int detected_done;
 static int force_scalar;
 
@@ -46,7 +46,7 @@ static void detect(void) {
   scalar_view.avx2 = scalar_view.fma = scalar_view.f16c = scalar_view.avx512f = false;
 }
 
-const tgemm__cpu_features *tgemm__cpu_features(void) {
+const struct tgemm__cpu_features *tgemm__cpu_features(void) {
   /* Detection is idempotent, so a benign race only repeats it. */
   if (!__atomic_load_n(&detected_done, __ATOMIC_ACQUIRE)) {
     detect();

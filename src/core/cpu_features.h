@@ -4,13 +4,15 @@
 
 #include <stdbool.h>
 
-typedef struct tgemm__cpu_features {
+/* Use as `const struct tgemm__cpu_features *f = tgemm__cpu_features();`
+ * (the function has the struct's name, so there is no typedef). */
+struct tgemm__cpu_features {
   bool avx2, fma, f16c, avx512f;
   int n_cores;      /* online logical CPUs */
   char model[96];   /* /proc/cpuinfo "model name", or "unknown" */
-} tgemm__cpu_features;
+};
 
-const tgemm__cpu_features *tgemm__cpu_features(void);
+const struct tgemm__cpu_features *tgemm__cpu_features(void);
 
 /* Tests: pretend the vector units are absent (true) to exercise the scalar
  * fallbacks, or restore detection (false). */

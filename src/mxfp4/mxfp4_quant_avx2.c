@@ -1,0 +1,160 @@
+/* The AVX2/FMA MXFP4 row quantizer: byte-identical to
+ * tgemm_mxfp4_quantize_row_ref (tests/test_mxfp4_avx2.c checks it).
+ *
+ * Eight blocks (256 values) go through together: one pass finds the eight
+ * block maxima with integer max on |v| bits and computes the eight scale
+ * bytes in one vector, a second pass (from L1) encodes.  Like all float
+ * code in the library it assumes the default rounding mode (nearest even)
+ * and no flush-to-zero. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "mxfp4/mxfp4.h"
+
+#define GROUP_BLOCKS 8
+#define GROUP_VALUES (GROUP_BLOCKS * TGEMM__MX_BLOCK)
+
+/* Scale byte of every mode as one formula on a = bits of amax (finite):
+ *   byte = max(((a + bias) >> 23) - 2, 0)
+ * floor: bias 0 (exponent of amax, minus 2).
+ * even:  bias 0x200000 (the carry at significand >= 1.75; a carry into the
+ *        all-ones exponent gives 255 - 2 = 253, i.e. s = 126).
+ * rceil: bias 0x3fffff (carry exactly when the significand exceeds 1.5).
+ * Subnormal amax gives 0 - 2 -> clamped to byte 0, as the reference does. */
+static uint32_t scale_bias(tgemm_scale_mode mode) {
+  switch (mode) {
+    case TGEMM_SCALE_FLOOR: return 0;
+    case TGEMM_SCALE_RCEIL: return 0x3fffffu;
+    case TGEMM_SCALE_EVEN:
+    default: return 0x200000u;
+  }
+}
+
+/* The E2M1 magnitude code of y in [0, 6] (y = |v| / 2^s, already clamped).
+ * Adding a "magic" power of two whose ulp is the E2M1 step at y's binade
+ * (0.5 below 2, then 1, then 2) rounds y to the grid, ties to even; the
+ * number of steps above the magic number, plus the codes below the binade,
+ * is the code. */
+static inline __m256i encode_magnitude(__m256 y) {
+  const __m256i exp_mask = _mm256_set1_epi32(0x7f800000);
+  const __m256i one_bits = _mm256_set1_epi32(0x3f800000);
+  const __m256i magic_offset = _mm256_set1_epi32(22 << 23);
+  /* magic exponent = max(binade, 0) + 127 + 22, as bits */
+  __m256i binade = _mm256_max_epi32(_mm256_and_si256(_mm256_castps_si256(y), exp_mask), one_bits);
+  __m256i magic = _mm256_add_epi32(binade, magic_offset);
+  __m256i rounded = _mm256_castps_si256(_mm256_add_ps(y, _mm256_castsi256_ps(magic)));
+  /* codes below the binade: 2 * (binade exponent - 127) = (magic >> 22) - 298 */
+  __m256i base = _mm256_sub_epi32(_mm256_srli_epi32(magic, 22), magic);
+  return _mm256_add_epi32(_mm256_add_epi32(rounded, base), _mm256_set1_epi32(-298));
+}
+
+/* Quantize one block of 32 values given its multiplier 2^-s; writes 16
+ * packed bytes. */
+static inline void encode_block(const float *src, __m256 mult, uint8_t *packed) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256 six = _mm256_set1_ps(6.0f);
+  __m256 v[4];
+  __m256i code[4];
+  for (int k = 0; k < 4; k++) {
+    v[k] = _mm256_loadu_ps(src + 8 * k);
+    __m256 y = _mm256_min_ps(_mm256_mul_ps(_mm256_and_ps(v[k], abs_mask), mult), six);
+    code[k] = encode_magnitude(y);
+  }
+  /* Codes and signs to bytes the same way; in-lane packing leaves each
+   * 128-bit lane holding elements [0..3] of every vector, then [4..7]. */
+  __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(code[0], code[1]),
+                                     _mm256_packs_epi32(code[2], code[3]));
+  /* signed saturation keeps each float's sign bit */
+  __m256i signs = _mm256_packs_epi16(
+      _mm256_packs_epi32(_mm256_castps_si256(v[0]), _mm256_castps_si256(v[1])),
+      _mm256_packs_epi32(_mm256_castps_si256(v[2]), _mm256_castps_si256(v[3])));
+  bytes = _mm256_blendv_epi8(bytes, _mm256_or_si256(bytes, _mm256_set1_epi8(8)), signs);
+  /* Pairs (2j, 2j+1) are adjacent bytes: low + 16 * high. */
+  __m256i pairs = _mm256_maddubs_epi16(bytes, _mm256_set1_epi16(0x1001));
+  __m256i packed8 = _mm256_packus_epi16(pairs, pairs);
+  /* Lane 0 holds 2-byte groups for elements [0..3] of each vector, lane 1
+   * for [4..7]: interleave them back into element order. */
+  __m128i out = _mm_unpacklo_epi16(_mm256_castsi256_si128(packed8),
+                                   _mm256_extracti128_si256(packed8, 1));
+  _mm_storeu_si128((__m128i *)packed, out);
+}
+
+/* Quantize 256 values: 8 scale bytes and 128 packed bytes. */
+static inline void quantize_group(const float *src, uint8_t *packed, uint8_t *scales,
+                                  __m256i bias) {
+  const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff);
+  __m256i block_max[GROUP_BLOCKS];
+  for (int b = 0; b < GROUP_BLOCKS; b++) {
+    const float *p = src + b * TGEMM__MX_BLOCK;
+    __m256i m0 = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)p), abs_mask);
+    __m256i m1 = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(p + 8)), abs_mask);
+    __m256i m2 = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(p + 16)), abs_mask);
+    __m256i m3 = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(p + 24)), abs_mask);
+    block_max[b] = _mm256_max_epi32(_mm256_max_epi32(m0, m1), _mm256_max_epi32(m2, m3));
+  }
+  /* Transpose-reduce: lane b of amax = max over block_max[b]. */
+  __m256i r[4];
+  for (int i = 0; i < 4; i++) {
+    __m256i lo = _mm256_unpacklo_epi32(block_max[2 * i], block_max[2 * i + 1]);
+    __m256i hi = _mm256_unpackhi_epi32(block_max[2 * i], block_max[2 * i + 1]);
+    r[i] = _mm256_max_epi32(lo, hi);
+  }
+  __m256i q0 = _mm256_max_epi32(_mm256_unpacklo_epi64(r[0], r[1]), _mm256_unpackhi_epi64(r[0], r[1]));
+  __m256i q1 = _mm256_max_epi32(_mm256_unpacklo_epi64(r[2], r[3]), _mm256_unpackhi_epi64(r[2], r[3]));
+  __m256i amax = _mm256_max_epi32(_mm256_permute2x128_si256(q0, q1, 0x20),
+                                  _mm256_permute2x128_si256(q0, q1, 0x31));
+
+  /* NaN or Inf anywhere: |bits| >= 0x7f800000 */
+  __m256i bad = _mm256_cmpgt_epi32(amax, _mm256_set1_epi32(0x7f7fffff));
+  __m256i byte = _mm256_sub_epi32(_mm256_srli_epi32(_mm256_add_epi32(amax, bias), 23),
+                                  _mm256_set1_epi32(2));
+  byte = _mm256_max_epi32(byte, _mm256_setzero_si256());
+  /* 2^-s = 2^(127 - byte): exponent field 254 - byte, always normal here */
+  __m256i mult = _mm256_slli_epi32(_mm256_sub_epi32(_mm256_set1_epi32(254), byte), 23);
+  byte = _mm256_or_si256(byte, bad);
+
+  /* 8 scale bytes: low byte of each dword */
+  __m256i gathered = _mm256_shuffle_epi8(
+      byte, _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                             0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1));
+  uint32_t lo4 = (uint32_t)_mm256_extract_epi32(gathered, 0);
+  uint32_t hi4 = (uint32_t)_mm256_extract_epi32(gathered, 4);
+  uint64_t all8 = (uint64_t)lo4 | ((uint64_t)hi4 << 32);
+  memcpy(scales, &all8, 8);
+
+  float mult_f[GROUP_BLOCKS] __attribute__((aligned(32)));
+  _mm256_store_si256((__m256i *)mult_f, mult);
+  for (int b = 0; b < GROUP_BLOCKS; b++)
+    encode_block(src + b * TGEMM__MX_BLOCK, _mm256_broadcast_ss(&mult_f[b]),
+                 packed + b * (TGEMM__MX_BLOCK / 2));
+
+  /* Blocks with NaN/Inf: codes are 0 (rare, so fixed up afterwards). */
+  unsigned bad_bits = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(bad));
+  while (bad_bits) {
+    int b = __builtin_ctz(bad_bits);
+    memset(packed + b * (TGEMM__MX_BLOCK / 2), 0, TGEMM__MX_BLOCK / 2);
+    bad_bits &= bad_bits - 1;
+  }
+}
+
+void tgemm__mxfp4_quantize_row_avx2(const float *src, int64_t n, uint8_t *packed,
+                                    uint8_t *scales, tgemm_scale_mode mode) {
+  const __m256i bias = _mm256_set1_epi32((int)scale_bias(mode));
+  int64_t i = 0;
+  for (; i + GROUP_VALUES <= n; i += GROUP_VALUES)
+    quantize_group(src + i, packed + i / 2, scales + i / TGEMM__MX_BLOCK, bias);
+  if (i >= n) return;
+
+  /* Ragged tail: zero-pad to a full group (padding encodes as +0 and never
+   * raises amax), then keep only the blocks that exist. */
+  int64_t left = n - i;
+  int64_t tail_blocks = (left + TGEMM__MX_BLOCK - 1) / TGEMM__MX_BLOCK;
+  float tail[GROUP_VALUES] __attribute__((aligned(32)));
+  uint8_t tail_packed[GROUP_VALUES / 2];
+  uint8_t tail_scales[GROUP_BLOCKS];
+  memcpy(tail, src + i, (size_t)left * sizeof(float));
+  memset(tail + left, 0, (size_t)(GROUP_VALUES - left) * sizeof(float));
+  quantize_group(tail, tail_packed, tail_scales, bias);
+  memcpy(packed + i / 2, tail_packed, (size_t)tail_blocks * (TGEMM__MX_BLOCK / 2));
+  memcpy(scales + i / TGEMM__MX_BLOCK, tail_scales, (size_t)tail_blocks);
+}

@@ -1,0 +1,209 @@
+/* The timing core: the same method for the tuner and the bench, so that a
+ * table's µs and a bench's µs mean the same thing. */
+#include "tune/timing.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tune/workload.h"
+
+/* Groups of tiny host runs stay below this many calls per interval. */
+#define MAX_GROUP 4096
+
+double tgemm__now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void tgemm__timing_options_default(tgemm__timing_options *opt) {
+  opt->warmup = 3;
+  opt->max_reps = 100;
+  opt->max_seconds = 1.0;
+  opt->flush_cache = true;
+  opt->min_interval_us = 50.0;
+}
+
+static int compare_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* One timed interval of `calls` runs, rotating through the sets. */
+static tgemm_status timed_runs(tgemm_ctx *ctx, const tgemm__kernel *kernel, const tgemm__shape *shape,
+                               const tgemm__operands *sets, int n_sets, int *next_set, int calls,
+                               double *us) {
+  const tgemm__backend *be = ctx->backend;
+  tgemm_status st = be->timer_start(ctx);
+  for (int c = 0; c < calls && st == TGEMM_OK; c++) {
+    st = be->run(ctx, kernel, shape, &sets[*next_set]);
+    *next_set = (*next_set + 1) % n_sets;
+  }
+  double elapsed = NAN;
+  tgemm_status stop = be->timer_stop(ctx, &elapsed); /* always pairs with start */
+  if (st == TGEMM_OK) st = stop;
+  *us = elapsed;
+  return st;
+}
+
+tgemm_status tgemm__time_kernel(tgemm_ctx *ctx, const tgemm__kernel *kernel, const tgemm__shape *shape,
+                                const tgemm__operands *sets, int n_sets,
+                                const tgemm__timing_options *opt_in, tgemm__timing *out) {
+  if (out) {
+    out->median_us = out->min_us = out->max_us = out->mean_us = NAN;
+    out->reps = out->calls = 0;
+    out->wall_s = NAN;
+  }
+  if (!ctx || !kernel || !shape || !sets || !out)
+    return tgemm__set_error(ctx, TGEMM_NULL_POINTER, "tgemm__time_kernel: NULL argument");
+  if (n_sets < 1)
+    return tgemm__set_error(ctx, TGEMM_INVALID_ARGUMENT, "tgemm__time_kernel: %d operand sets", n_sets);
+  tgemm__timing_options opt;
+  if (opt_in) opt = *opt_in;
+  else tgemm__timing_options_default(&opt);
+  if (opt.max_reps < 1) opt.max_reps = 1;
+  if (!(opt.max_seconds > 0)) opt.max_seconds = 1e-3;
+  const tgemm__backend *be = ctx->backend;
+  bool flush = opt.flush_cache && be->flush_cache;
+
+  double *samples = malloc((size_t)opt.max_reps * sizeof *samples);
+  if (!samples) return tgemm__set_error(ctx, TGEMM_OUT_OF_MEMORY, "tgemm__time_kernel: out of memory");
+  double t0 = tgemm__now_s();
+  int next_set = 0;
+  tgemm_status st = TGEMM_OK;
+
+  /* Warm-up: at least one run (lazy set-up, page faults, clocks), more
+   * while they take at most a quarter of the budget. */
+  double est_us = NAN;
+  for (int i = 0; i < (opt.warmup > 1 ? opt.warmup : 1); i++) {
+    double before = tgemm__now_s();
+    if (i > 0 && before - t0 + (before - t0) / i > 0.25 * opt.max_seconds) break;
+    if ((st = timed_runs(ctx, kernel, shape, sets, n_sets, &next_set, 1, &est_us)) != TGEMM_OK) goto done;
+  }
+
+  /* Tiny kernels on a host clock: time groups of calls. */
+  int group = 1;
+  if (!flush && be->location == TGEMM_HOST && isfinite(est_us) && est_us < opt.min_interval_us) {
+    double g = ceil(opt.min_interval_us / (est_us > 0.01 ? est_us : 0.01));
+    group = g > MAX_GROUP ? MAX_GROUP : (int)g;
+  }
+
+  int reps = 0, calls = 0;
+  double last_iter_s = 0;
+  while (reps < opt.max_reps) {
+    double start = tgemm__now_s();
+    if (reps > 0 && start - t0 + last_iter_s > opt.max_seconds) break;
+    if (flush && (st = be->flush_cache(ctx)) != TGEMM_OK) goto done;
+    double us;
+    if ((st = timed_runs(ctx, kernel, shape, sets, n_sets, &next_set, group, &us)) != TGEMM_OK) goto done;
+    samples[reps++] = us / group;
+    calls += group;
+    last_iter_s = tgemm__now_s() - start;
+  }
+
+  qsort(samples, (size_t)reps, sizeof *samples, compare_double);
+  double sum = 0;
+  for (int i = 0; i < reps; i++) sum += samples[i];
+  out->median_us = reps % 2 ? samples[reps / 2] : 0.5 * (samples[reps / 2 - 1] + samples[reps / 2]);
+  out->min_us = samples[0];
+  out->max_us = samples[reps - 1];
+  out->mean_us = sum / reps;
+  out->reps = reps;
+  out->calls = calls;
+  out->wall_s = tgemm__now_s() - t0;
+done:
+  free(samples);
+  if (st != TGEMM_OK && ctx->last_error[0] == '\0')
+    tgemm__set_error(ctx, st, "timing kernel %s (M=%lld N=%lld K=%lld): %s", kernel->name,
+                     (long long)shape->m, (long long)shape->n, (long long)shape->k, tgemm_status_str(st));
+  return st;
+}
+
+/* --------------------------------------------------------------- floors */
+
+tgemm_dtype tgemm__route_weight_dtype(const tgemm__shape *shape, tgemm_route route) {
+  return route == TGEMM_ROUTE_W4A16 || route == TGEMM_ROUTE_W4A4 ? TGEMM_MXFP4 : shape->dtype;
+}
+
+double tgemm__shape_bytes(const tgemm__shape *s, tgemm_dtype weight_dtype) {
+  double m = (double)s->m, n = (double)s->n, k = (double)s->k;
+  double x = m * k * (double)tgemm_dtype_size(s->dtype);
+  double w = weight_dtype == TGEMM_MXFP4
+                 ? n * (double)(tgemm_mxfp4_packed_cols(s->k) + tgemm_mxfp4_scale_cols(s->k))
+                 : n * k * (double)tgemm_dtype_size(weight_dtype);
+  double y = m * n * (double)tgemm_dtype_size(s->out_dtype);
+  double bias = s->has_bias ? n * (double)tgemm_dtype_size(s->out_dtype) : 0.0;
+  return x + w + y + bias;
+}
+
+double tgemm__shape_flops(const tgemm__shape *s) {
+  return 2.0 * (double)s->m * (double)s->n * (double)s->k;
+}
+
+double tgemm__floor_us(const tgemm__shape *shape, tgemm_dtype weight_dtype, double bandwidth_gbs,
+                       double tflops) {
+  double mem_us = bandwidth_gbs > 0 ? tgemm__shape_bytes(shape, weight_dtype) / (bandwidth_gbs * 1e3) : 0;
+  double math_us = tflops > 0 ? tgemm__shape_flops(shape) / (tflops * 1e6) : 0;
+  return mem_us > math_us ? mem_us : math_us;
+}
+
+/* ------------------------------------------------------------- ceilings */
+
+static tgemm_status measure_copy(tgemm_ctx *ctx, double *gbs) {
+  const tgemm__backend *be = ctx->backend;
+  size_t bytes = be->location == TGEMM_DEVICE ? (size_t)1 << 30 : (size_t)128 << 20;
+  void *src = NULL, *dst = NULL;
+  tgemm_status st = tgemm_malloc(ctx, bytes, &src);
+  if (st == TGEMM_OK) st = tgemm_malloc(ctx, bytes, &dst);
+  double best_us = INFINITY;
+  for (int rep = 0; rep < 8 && st == TGEMM_OK; rep++) {
+    double us = NAN;
+    st = be->timer_start(ctx);
+    if (st == TGEMM_OK) st = be->copy(ctx, dst, src, bytes, TGEMM_COPY_DEVICE_TO_DEVICE);
+    tgemm_status stop = be->timer_stop(ctx, &us);
+    if (st == TGEMM_OK) st = stop;
+    if (rep >= 2 && us < best_us) best_us = us; /* the first two touch the pages */
+  }
+  tgemm_free(ctx, src);
+  tgemm_free(ctx, dst);
+  if (st == TGEMM_OK) *gbs = 2.0 * (double)bytes / (best_us * 1e3); /* read + write */
+  return st;
+}
+
+static tgemm_status measure_gemm(tgemm_ctx *ctx, double *tflops) {
+  const tgemm__backend *be = ctx->backend;
+  int64_t size = be->location == TGEMM_DEVICE ? 8192 : 1024;
+  tgemm__shape s = {size, size, size, TGEMM_BF16, TGEMM_BF16, false};
+  tgemm_route route = TGEMM_ROUTE_LIBRARY;
+  if (!be->supports(ctx, &s, route)) {
+    route = TGEMM_ROUTE_REFERENCE; /* slow: keep it small */
+    s.m = s.n = s.k = 256;
+  }
+  tgemm__kernel kernel;
+  tgemm_status st = be->default_kernel(ctx, &s, route, &kernel);
+  if (st != TGEMM_OK) return st;
+  tgemm__workload *wl;
+  if ((st = tgemm__workload_create(ctx, &s, 1, 1234, false, &wl)) != TGEMM_OK) return st;
+  tgemm__timing_options opt;
+  tgemm__timing_options_default(&opt);
+  opt.warmup = 2;
+  opt.max_reps = 10;
+  opt.max_seconds = 2.0;
+  opt.flush_cache = false; /* compute bound: the cache does not matter */
+  tgemm__timing t;
+  st = tgemm__time_kernel(ctx, &kernel, &s, tgemm__workload_sets(wl), 1, &opt, &t);
+  tgemm__workload_free(wl);
+  if (st == TGEMM_OK) *tflops = tgemm__shape_flops(&s) / (t.min_us * 1e6);
+  return st;
+}
+
+tgemm_status tgemm__measure_ceilings(tgemm_ctx *ctx, double *bandwidth_gbs, double *tflops) {
+  if (!ctx || !bandwidth_gbs || !tflops)
+    return tgemm__set_error(ctx, TGEMM_NULL_POINTER, "tgemm__measure_ceilings: NULL argument");
+  *bandwidth_gbs = *tflops = NAN;
+  tgemm_status st = measure_copy(ctx, bandwidth_gbs);
+  if (st == TGEMM_OK) st = measure_gemm(ctx, tflops);
+  return st;
+}

@@ -11,6 +11,7 @@ static tgemm_ctx *cpu_ctx(void) {
   o.tuned = 0;
   tgemm_ctx *ctx = NULL;
   CHECK_OK(tgemm_ctx_create(&o, &ctx));
+  CHECK(ctx != NULL, "tgemm_ctx_create succeeded without a context");
   return ctx;
 }
 

@@ -62,8 +62,9 @@ static void run_case(tgemm_ctx *ctx, const case_t *c) {
     CHECK(err <= tol, "route %s (%s) M=%lld N=%lld K=%lld out=%s bias=%d: rel err %.3e > %.0e",
           tgemm_route_name(info.route), info.kernel, (long long)c->m, (long long)c->n, (long long)c->k,
           tgemm_dtype_name(c->out), c->bias, err, tol);
-    if (mx) {
-      /* against the unquantized reference: the quantization error itself */
+    if (mx && c->k >= 64 && c->n >= 32) {
+      /* against the unquantized reference: the quantization error itself
+       * (only meaningful with enough values to average over) */
       double qerr = test_rel_error(y, c->out, c->m, c->n, c->n, ref);
       CHECK(qerr > 0.02 && qerr < 0.4, "route %s quantization error %.3f outside any sane band",
             tgemm_route_name(info.route), qerr);
@@ -91,6 +92,7 @@ int main(void) {
   o.tuned = 0;
   tgemm_ctx *ctx = NULL;
   CHECK_OK(tgemm_ctx_create(&o, &ctx));
+  CHECK(ctx != NULL, "tgemm_ctx_create succeeded without a context");
   if (!ctx) return test_finish("test_linear_routes");
   const case_t cases[] = {
       {1, 33, 64, TGEMM_BF16, false}, {3, 70, 100, TGEMM_F32, true},  {16, 129, 257, TGEMM_BF16, true},

@@ -121,6 +121,7 @@ tgemm_status tgemm_ctx_create(const tgemm_ctx_options *options, tgemm_ctx **out)
     tgemm_ctx_free(ctx);
     return st;
   }
+  *out = ctx;
   return TGEMM_OK;
 }
 

@@ -94,7 +94,7 @@ static void cpu_shutdown(tgemm_ctx *ctx, void *state) {
 static void cpu_device_key(tgemm_ctx *ctx, tgemm__device_key *key) {
   const struct tgemm__cpu_features *f = tgemm__cpu_features();
   memset(key, 0, sizeof *key);
-  snprintf(key->device, sizeof key->device, "cpu:%s", f->model);
+  snprintf(key->device, sizeof key->device, "cpu:%.91s", f->model);
   snprintf(key->arch, sizeof key->arch, "%s", f->avx2 && f->fma ? "x86_64-avx2" : "x86_64");
   key->units = tgemm__cpu_threads(ctx);
   tgemm__cpu_blas_version(key->lib_version, sizeof key->lib_version);

@@ -13,6 +13,9 @@
  * reuses it for every row; past this M the blocked (BLAS) one wins. */
 #define W4A16_STREAM_MAX_M 32
 
+/* Room for every variant of one route. */
+#define MAX_VARIANTS 8
+
 static const int skinny_rows[] = {1, 2, 4, 8};
 static const int mx_rows[] = {1, 2, 4};
 
@@ -50,7 +53,7 @@ bool tgemm__cpu_supports(tgemm_ctx *ctx, const tgemm__shape *shape, tgemm_route 
 /* Every variant of a route, whatever M: candidates() filters these by
  * shape, and run() resolves a kernel given only by name against them. */
 static int all_kernels(tgemm_route route, tgemm_dtype dtype, tgemm__kernel *out, int cap) {
-  tgemm__kernel list[8];
+  tgemm__kernel list[MAX_VARIANTS];
   int n = 0;
   char name[TGEMM__KERNEL_NAME_MAX];
   switch (route) {
@@ -100,8 +103,8 @@ int tgemm__cpu_candidates(tgemm_ctx *ctx, const tgemm__shape *shape, tgemm_route
                           tgemm__kernel *out, int cap) {
   if (!shape || (!out && cap > 0) || cap < 0) return TGEMM_INVALID_ARGUMENT;
   if (!tgemm__cpu_supports(ctx, shape, route)) return 0;
-  tgemm__kernel all[8];
-  int n = all_kernels(route, shape->dtype, all, 8), written = 0;
+  tgemm__kernel all[MAX_VARIANTS];
+  int n = all_kernels(route, shape->dtype, all, MAX_VARIANTS), written = 0;
   for (int i = 0; i < n && written < cap; i++)
     if (worth_trying(&all[i], shape)) out[written++] = all[i];
   return written;
@@ -119,8 +122,8 @@ static int w4a4_default_rows(int64_t m) { return m <= 2 ? 4 : m <= 4 ? 2 : 1; }
 
 static tgemm_status pick(tgemm_ctx *ctx, const tgemm__shape *shape, tgemm_route route,
                          int family, int rows, tgemm__kernel *out) {
-  tgemm__kernel all[8];
-  int n = all_kernels(route, shape->dtype, all, 8);
+  tgemm__kernel all[MAX_VARIANTS];
+  int n = all_kernels(route, shape->dtype, all, MAX_VARIANTS);
   for (int i = 0; i < n; i++)
     if (all[i].params[0] == family && all[i].params[1] == rows) {
       *out = all[i];
@@ -160,9 +163,9 @@ tgemm_status tgemm__cpu_default_kernel(tgemm_ctx *ctx, const tgemm__shape *shape
 /* A kernel from a table may carry only its name: find its parameters. */
 static tgemm_status resolve(tgemm_ctx *ctx, const tgemm__kernel *kernel, tgemm_dtype dtype,
                             tgemm__kernel *out) {
-  tgemm__kernel all[8];
-  int n = all_kernels(kernel->route, dtype, all, 8);
-  for (int i = 0; i < n; i++) {
+  tgemm__kernel all[MAX_VARIANTS];
+  int n = all_kernels(kernel->route, dtype, all, MAX_VARIANTS);
+  for (int i = 0; i < n && i < MAX_VARIANTS; i++) {
     bool same = kernel->params[0] != 0
                     ? all[i].params[0] == kernel->params[0] &&
                           all[i].params[1] == kernel->params[1]

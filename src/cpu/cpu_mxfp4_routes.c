@@ -19,7 +19,7 @@
 const int8_t tgemm__cpu_e2m1_x2[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
 static bool use_avx2(void) {
-  const tgemm__cpu_features *f = tgemm__cpu_features();
+  const struct tgemm__cpu_features *f = tgemm__cpu_features();
   return f->avx2 && f->fma && f->f16c;
 }
 

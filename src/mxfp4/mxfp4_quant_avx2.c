@@ -30,40 +30,42 @@ static uint32_t scale_bias(tgemm_scale_mode mode) {
   }
 }
 
-/* The E2M1 magnitude code of y in [0, 6] (y = |v| / 2^s, already clamped).
- * Adding a "magic" power of two whose ulp is the E2M1 step at y's binade
- * (0.5 below 2, then 1, then 2) rounds y to the grid, ties to even; the
- * number of steps above the magic number, plus the codes below the binade,
- * is the code. */
+/* The E2M1 magnitude code of y = |v| / 2^s, 0 <= y < 8 (y < 8 holds in
+ * every mode since s >= floor(log2(amax)) - 2); codes above 7 come out as 8
+ * and are clamped by the caller.
+ * Adding a "magic" number M whose ulp is the E2M1 step at y's binade (0.5
+ * below 2, then 1, then 2) rounds y onto the grid, ties to even, and leaves
+ * the step count in the low mantissa bits.  M = 2^(22+k) + 2k ulps for
+ * binade k in {0, 1, 2} (k = 0 also below 1): the 2k extra ulps are even,
+ * so tie parity is unchanged, and they add the codes below the binade, so
+ * the low 4 bits of y + M are the code. */
 static inline __m256i encode_magnitude(__m256 y) {
   const __m256i exp_mask = _mm256_set1_epi32(0x7f800000);
   const __m256i one_bits = _mm256_set1_epi32(0x3f800000);
-  const __m256i magic_offset = _mm256_set1_epi32(22 << 23);
-  /* magic exponent = max(binade, 0) + 127 + 22, as bits */
+  /* (binade + 22) << 23, plus 2k = (binade_bits >> 22) - 254 */
+  const __m256i magic_offset = _mm256_set1_epi32((22 << 23) - 254);
   __m256i binade = _mm256_max_epi32(_mm256_and_si256(_mm256_castps_si256(y), exp_mask), one_bits);
-  __m256i magic = _mm256_add_epi32(binade, magic_offset);
+  __m256i magic = _mm256_add_epi32(_mm256_add_epi32(binade, magic_offset),
+                                   _mm256_srli_epi32(binade, 22));
   __m256i rounded = _mm256_castps_si256(_mm256_add_ps(y, _mm256_castsi256_ps(magic)));
-  /* codes below the binade: 2 * (binade exponent - 127) = (magic >> 22) - 298 */
-  __m256i base = _mm256_sub_epi32(_mm256_srli_epi32(magic, 22), magic);
-  return _mm256_add_epi32(_mm256_add_epi32(rounded, base), _mm256_set1_epi32(-298));
+  return _mm256_and_si256(rounded, _mm256_set1_epi32(0xf));
 }
 
 /* Quantize one block of 32 values given its multiplier 2^-s; writes 16
  * packed bytes. */
 static inline void encode_block(const float *src, __m256 mult, uint8_t *packed) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-  const __m256 six = _mm256_set1_ps(6.0f);
   __m256 v[4];
   __m256i code[4];
   for (int k = 0; k < 4; k++) {
     v[k] = _mm256_loadu_ps(src + 8 * k);
-    __m256 y = _mm256_min_ps(_mm256_mul_ps(_mm256_and_ps(v[k], abs_mask), mult), six);
-    code[k] = encode_magnitude(y);
+    code[k] = encode_magnitude(_mm256_mul_ps(_mm256_and_ps(v[k], abs_mask), mult));
   }
   /* Codes and signs to bytes the same way; in-lane packing leaves each
    * 128-bit lane holding elements [0..3] of every vector, then [4..7]. */
   __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(code[0], code[1]),
                                      _mm256_packs_epi32(code[2], code[3]));
+  bytes = _mm256_min_epu8(bytes, _mm256_set1_epi8(7)); /* saturate at 6 */
   /* signed saturation keeps each float's sign bit */
   __m256i signs = _mm256_packs_epi16(
       _mm256_packs_epi32(_mm256_castps_si256(v[0]), _mm256_castps_si256(v[1])),

@@ -185,8 +185,12 @@ static void check_special_rows(void) {
 static void fill_row_dtype(void *row, tgemm_dtype dtype, int64_t n, float *as_f32) {
   for (int64_t i = 0; i < n; i++) {
     float v = test_rand_normal() * 4.0f;
-    if (test_rand_u64() % 500 == 0) v = 0.0f;
-    if (test_rand_u64() % 3000 == 0) v = NAN;
+    uint64_t r = test_rand_u64() % 4000;
+    if (r < 8) v = (r & 1) ? -0.0f : 0.0f;
+    else if (r < 16) v *= 1e-6f; /* f16 subnormal */
+    else if (r < 48) v *= 1e-3f; /* a block of mixed magnitudes */
+    else if (r == 48) v = NAN;
+    else if (r == 49) v = -INFINITY;
     if (dtype == TGEMM_F32) ((float *)row)[i] = v;
     else if (dtype == TGEMM_F16) ((uint16_t *)row)[i] = tgemm__f32_to_f16(v);
     else ((uint16_t *)row)[i] = tgemm__f32_to_bf16(v);

@@ -75,8 +75,9 @@ static tgemm_status cpu_init(tgemm_ctx *ctx, void **state) {
   int cores = tgemm__cpu_features()->n_cores;
   st->n_threads = ctx->options.n_threads > 0 ? ctx->options.n_threads : cores;
   if (st->n_threads < 1) st->n_threads = 1;
-  /* OpenBLAS keeps one process-wide thread count; our own parallel loops
-   * pass num_threads explicitly instead of touching the OpenMP default. */
+  /* Our parallel loops pass num_threads explicitly rather than touching
+   * the OpenMP default; OpenBLAS is set to one thread per call (process
+   * wide) because the BLAS route runs it inside those loops. */
   tgemm__cpu_blas_set_threads(st->n_threads);
   *state = st;
   return TGEMM_OK;

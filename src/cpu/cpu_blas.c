@@ -5,6 +5,7 @@
  * kernel, which dequantizes weight panels and hands them to sgemm. */
 #include <cblas.h>
 #include <limits.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,8 +18,14 @@
 #define MIN_CHUNK_ROWS 256
 /* Weight rows dequantized per sgemm call by the blocked W4A16 kernel. */
 #define W4A16_PANEL_ROWS 512
+/* Below this many multiply-adds one thread is faster than two. */
+#define PARALLEL_MIN_MACS (1 << 20)
 
-void tgemm__cpu_blas_set_threads(int n_threads) { openblas_set_num_threads(n_threads); }
+/* OpenBLAS runs single-threaded inside our OpenMP threads (gemm_block). */
+void tgemm__cpu_blas_set_threads(int n_threads) {
+  (void)n_threads;
+  openblas_set_num_threads(1);
+}
 
 void tgemm__cpu_blas_version(char *out, size_t size) {
   /* openblas_get_config(): "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY ..." */
@@ -86,24 +93,22 @@ void tgemm__cpu_weight_release(tgemm_ctx *ctx, struct tgemm_weight *weight) {
 
 static bool fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
 
-/* y rows [m0, m1) and columns [n0, n0 + nc) = x · Wpᵀ + bias, where Wp
- * is an f32 [nc, k] panel (row stride ldw).  x_f32 is x's rows as f32 when
- * x is not f32 already (NULL: use x); c is f32 scratch [rows, nc] when y is
- * not f32 (NULL: write y). */
-static void gemm_block(const tgemm__operands *ops, const tgemm__cpu_out *out, int64_t m0,
-                       int64_t m1, int64_t n0, int64_t nc, const float *wp, int64_t ldw,
-                       const float *x_f32, float *c, int n_threads) {
-  const tgemm_matrix *x = ops->x, *y = ops->y;
-  int64_t k = x->cols, rows = m1 - m0;
-  const float *a = x_f32 ? x_f32 : (const float *)x->data + m0 * x->ld;
-  int64_t lda = x_f32 ? k : x->ld;
+/* One thread's share of a block: y rows [m0, m1), columns [n0, n0 + nc)
+ * = x · Wpᵀ + bias, where Wp is f32 [nc, k] (row stride ldw).  a/lda is
+ * x's rows from m0 as f32.  c is f32 scratch [rows, ldc] when y is not f32
+ * (NULL: sgemm writes y in place, on top of the bias with beta = 1). */
+static void gemm_part(const tgemm__operands *ops, const tgemm__cpu_out *out, int64_t m0,
+                      int64_t m1, int64_t n0, int64_t nc, const float *wp, int64_t ldw,
+                      const float *a, int64_t lda, float *c, int64_t ldc) {
+  const tgemm_matrix *y = ops->y;
+  int64_t k = ops->x->cols, rows = m1 - m0;
+  if (rows <= 0 || nc <= 0) return;
   if (c) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)nc, (int)k, 1.0f, a,
-                (int)lda, wp, (int)ldw, 0.0f, c, (int)nc);
-    tgemm__cpu_store_block(out, c, nc, m0, m1, n0, nc, n_threads);
+                (int)lda, wp, (int)ldw, 0.0f, c, (int)ldc);
+    tgemm__cpu_store_block(out, c, ldc, m0, m1, n0, nc, 1);
     return;
   }
-  /* f32 y: sgemm writes it in place; a bias is put there first (beta 1). */
   float *cy = (float *)y->data + m0 * y->ld + n0;
   float beta = 0.0f;
   if (out->bias) {
@@ -114,6 +119,45 @@ static void gemm_block(const tgemm__operands *ops, const tgemm__cpu_out *out, in
   }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)nc, (int)k, 1.0f, a,
               (int)lda, wp, (int)ldw, beta, cy, (int)y->ld);
+}
+
+/* A block of y (see gemm_part) split over threads, each running a
+ * single-threaded sgemm: by columns (weight rows) when there are enough,
+ * else by rows.  OpenBLAS itself is kept at one thread so that the only
+ * thread pool in play is OpenMP's: two pools that each busy-wait after
+ * their work fight over the cores. */
+static void gemm_block(const tgemm__operands *ops, const tgemm__cpu_out *out, int64_t m0,
+                       int64_t m1, int64_t n0, int64_t nc, const float *wp, int64_t ldw,
+                       const float *x_f32, float *c, int n_threads) {
+  const tgemm_matrix *x = ops->x;
+  int64_t rows = m1 - m0;
+  const float *a = x_f32 ? x_f32 : (const float *)x->data + m0 * x->ld;
+  int64_t lda = x_f32 ? ops->x->cols : x->ld;
+  bool by_cols = nc >= 64 * (int64_t)n_threads;
+  bool by_rows = !by_cols && rows >= 16 * (int64_t)n_threads;
+  int64_t work = rows * nc * ops->x->cols;
+  if ((!by_cols && !by_rows) || work < PARALLEL_MIN_MACS) n_threads = 1;
+  if (n_threads == 1) {
+    gemm_part(ops, out, m0, m1, n0, nc, wp, ldw, a, lda, c, nc);
+    return;
+  }
+#pragma omp parallel num_threads(n_threads)
+  {
+    int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    if (by_cols) {
+      /* slices of whole 16-column groups keep the BLAS kernels on their
+       * fast path */
+      int64_t groups = (nc + 15) / 16;
+      int64_t j0 = groups * t / nt * 16, j1 = groups * (t + 1) / nt * 16;
+      if (j1 > nc) j1 = nc;
+      gemm_part(ops, out, m0, m1, n0 + j0, j1 - j0, wp + j0 * ldw, ldw, a, lda,
+                c ? c + j0 : NULL, nc);
+    } else {
+      int64_t i0 = rows * t / nt, i1 = rows * (t + 1) / nt;
+      gemm_part(ops, out, m0 + i0, m0 + i1, n0, nc, wp, ldw, a + i0 * lda, lda,
+                c ? c + i0 * nc : NULL, nc);
+    }
+  }
 }
 
 static tgemm_status check_blas_sizes(tgemm_ctx *ctx, const tgemm__operands *ops, const char *what) {

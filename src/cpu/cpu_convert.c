@@ -7,7 +7,7 @@
 #include "cpu/cpu_internal.h"
 
 /* Below this many values one thread does it faster than two. */
-#define PARALLEL_MIN_VALUES (1 << 15)
+#define PARALLEL_MIN_VALUES (1 << 17)
 
 static bool use_avx2(void) {
   const struct tgemm__cpu_features *f = tgemm__cpu_features();

@@ -218,7 +218,8 @@ bool tgemm__cpu_supports(tgemm_ctx *ctx, const tgemm__shape *shape, tgemm_route 
 tgemm_status tgemm__cpu_run(tgemm_ctx *ctx, const tgemm__kernel *kernel,
                             const tgemm__shape *shape, const tgemm__operands *ops);
 
-/* OpenBLAS threads: set at init; the BLAS driver also uses it. */
+/* Set at init: OpenBLAS runs one thread per call (process wide), since
+ * the BLAS route splits its work over OpenMP threads itself. */
 void tgemm__cpu_blas_set_threads(int n_threads);
 /* "openblas-0.3.21" from the loaded library. */
 void tgemm__cpu_blas_version(char *out, size_t size);

@@ -12,6 +12,8 @@
 
 /* Rows per chunk: bounds the double copy of x. */
 #define REF_CHUNK_ROWS 64
+/* Below this many multiply-adds one thread is faster than several. */
+#define REF_PARALLEL_MIN_MACS (1 << 20)
 
 static const double e2m1_value[16] = {0.0,  0.5,  1.0,  1.5,  2.0,  3.0,  4.0,  6.0,
                                       -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0};
@@ -89,7 +91,8 @@ tgemm_status tgemm__cpu_reference_rows(const tgemm__operands *ops, tgemm_route r
     return st;
   }
   int failed = 0;
-#pragma omp parallel
+  int parallel = rows * n * k >= REF_PARALLEL_MIN_MACS;
+#pragma omp parallel if (parallel)
   {
     double *wd = malloc((size_t)k * sizeof *wd);
     if (!wd) {

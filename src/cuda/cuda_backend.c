@@ -152,7 +152,7 @@ static tgemm_status init_device(tgemm_ctx *ctx, cuda_state *st) {
   if (err != cudaSuccess)
     return tgemm__set_error(ctx, TGEMM_NO_DEVICE, "cudaGetDeviceProperties(%d): %s (%s)",
                             st->device, cudaGetErrorName(err), cudaGetErrorString(err));
-  snprintf(st->name, sizeof st->name, "%s", prop.name);
+  snprintf(st->name, sizeof st->name, "%.*s", (int)sizeof st->name - 1, prop.name);
   st->cc_major = prop.major;
   st->cc_minor = prop.minor;
   st->sm_count = prop.multiProcessorCount;

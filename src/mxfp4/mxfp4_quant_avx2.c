@@ -160,3 +160,18 @@ void tgemm__mxfp4_quantize_row_avx2(const float *src, int64_t n, uint8_t *packed
   memcpy(packed + i / 2, tail_packed, (size_t)tail_blocks * (TGEMM__MX_BLOCK / 2));
   memcpy(scales + i / TGEMM__MX_BLOCK, tail_scales, (size_t)tail_blocks);
 }
+
+/* f16 -> f32 with F16C (exact, like tgemm__f16_to_f32), for the f16 input
+ * of tgemm__mxfp4_quantize_rows; call only when the CPU has F16C. */
+void tgemm__mxfp4_widen_f16_avx2(const uint16_t *src, int64_t n, float *dst) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+  if (i < n) {
+    uint16_t tail[8] = {0};
+    float wide[8];
+    memcpy(tail, src + i, (size_t)(n - i) * sizeof(uint16_t));
+    _mm256_storeu_ps(wide, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)tail)));
+    memcpy(dst + i, wide, (size_t)(n - i) * sizeof(float));
+  }
+}

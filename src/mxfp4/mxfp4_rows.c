@@ -1,6 +1,7 @@
 /* Whole-matrix MXFP4 quantize/dequantize on the CPU: dtype conversion,
  * choice of row quantizer (AVX2 or reference) and OpenMP over rows. */
 #include <math.h>
+#include <stdbool.h>
 
 #include "core/cpu_features.h"
 #include "core/dtype_convert.h"
@@ -11,6 +12,10 @@
 /* 16-bit rows are widened to f32 in chunks of this many values (a
  * multiple of the block size, so chunks start on block boundaries). */
 #define WIDEN_CHUNK 2048
+
+/* In mxfp4_quant_avx2.c; declared here because src/mxfp4/mxfp4.h is
+ * shared (move it there). */
+void tgemm__mxfp4_widen_f16_avx2(const uint16_t *src, int64_t n, float *dst);
 
 typedef void (*row_quantizer)(const float *src, int64_t n, uint8_t *packed,
                               uint8_t *scales, tgemm_scale_mode mode);
@@ -23,17 +28,20 @@ static row_quantizer pick_row_quantizer(void) {
 
 /* f16 and bf16 widen to f32 exactly, so the bytes equal those of the f32
  * row holding the same values. */
-static void widen(const uint16_t *src, tgemm_dtype dtype, int64_t n, float *dst) {
+static void widen(const uint16_t *src, tgemm_dtype dtype, int64_t n, float *dst,
+                  bool f16c) {
   if (dtype == TGEMM_BF16) {
     for (int64_t i = 0; i < n; i++) dst[i] = tgemm__bf16_to_f32(src[i]);
+  } else if (f16c) {
+    tgemm__mxfp4_widen_f16_avx2(src, n, dst);
   } else {
     for (int64_t i = 0; i < n; i++) dst[i] = tgemm__f16_to_f32(src[i]);
   }
 }
 
-static void quantize_row(row_quantizer quantize, const void *src, tgemm_dtype dtype,
-                         int64_t cols, uint8_t *packed, uint8_t *scales,
-                         tgemm_scale_mode mode) {
+static void quantize_row(row_quantizer quantize, bool f16c, const void *src,
+                         tgemm_dtype dtype, int64_t cols, uint8_t *packed,
+                         uint8_t *scales, tgemm_scale_mode mode) {
   if (dtype == TGEMM_F32) {
     quantize((const float *)src, cols, packed, scales, mode);
     return;
@@ -41,7 +49,7 @@ static void quantize_row(row_quantizer quantize, const void *src, tgemm_dtype dt
   float chunk[WIDEN_CHUNK];
   for (int64_t c = 0; c < cols; c += WIDEN_CHUNK) {
     int64_t n = cols - c < WIDEN_CHUNK ? cols - c : WIDEN_CHUNK;
-    widen((const uint16_t *)src + c, dtype, n, chunk);
+    widen((const uint16_t *)src + c, dtype, n, chunk, f16c);
     quantize(chunk, n, packed + c / 2, scales + c / TGEMM__MX_BLOCK, mode);
   }
 }
@@ -51,11 +59,13 @@ void tgemm__mxfp4_quantize_rows(const void *src, tgemm_dtype dtype, int64_t rows
                                 int64_t packed_ld, uint8_t *scales, int64_t scales_ld,
                                 tgemm_scale_mode mode) {
   row_quantizer quantize = pick_row_quantizer();
+  const struct tgemm__cpu_features *cpu = tgemm__cpu_features();
+  bool f16c = cpu->avx2 && cpu->f16c;
   size_t elem = tgemm_dtype_size(dtype);
   int parallel = rows > 1 && rows * cols >= PARALLEL_MIN_VALUES;
 #pragma omp parallel for schedule(static) if (parallel)
   for (int64_t r = 0; r < rows; r++)
-    quantize_row(quantize, (const char *)src + (size_t)(r * ld) * elem, dtype, cols,
+    quantize_row(quantize, f16c, (const char *)src + (size_t)(r * ld) * elem, dtype, cols,
                  packed + r * packed_ld, scales + r * scales_ld, mode);
 }
 

@@ -187,9 +187,10 @@ static const tgemm__table_row *select_row(tgemm_ctx *ctx, const tgemm__shape *sh
   for (int i = 0; i < n_ms; i++) {
     tgemm__shape key = *shape;
     key.m = ms[i];
-    const tgemm__table_row *best = NULL;
+    const tgemm__table_row *rows[TGEMM_ROUTE_COUNT], *best = NULL;
+    if (!tgemm__table_lookup_routes(ctx->table, &key, rows)) continue;
     for (int r = TGEMM_ROUTE_REFERENCE; r < TGEMM_ROUTE_COUNT; r++) {
-      const tgemm__table_row *row = tgemm__table_lookup(ctx->table, &key, (tgemm_route)r);
+      const tgemm__table_row *row = rows[r];
       if (!row || !tgemm__should_use_row(ctx, shape, w, row, budget)) continue;
       if (best && !(row->us < best->us)) continue;
       if (row_kernel_valid(ctx, row)) best = row;

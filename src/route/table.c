@@ -24,13 +24,33 @@ static const char header_line[] =
     "schema,device,arch,units,lib_version,m,n,k,bias,dtype,out_dtype,route,"
     "kernel,params,algo,split_k,us,tflops,gbps,error";
 
+/* Rows of one (device, shape) across routes: one probe answers a lookup
+ * for every route. */
+typedef struct row_group {
+  tgemm__shape shape;
+  uint64_t dev_hash;
+  int32_t row[TGEMM_ROUTE_COUNT]; /* row index per route, -1 = none */
+} row_group;
+
+/* (device, N, K, dtypes, bias) of the groups: most calls that miss the
+ * table miss here, in one probe, whatever M. */
+typedef struct layer_key {
+  uint64_t dev_hash;
+  int64_t n, k;
+  int32_t dtypes; /* dtype | out_dtype << 8 | bias << 16, -1 = empty slot */
+} layer_key;
+
 struct tgemm__table {
   tgemm__table_row *rows;
   uint8_t *check; /* tgemm__table_row_check_* memo, one per row */
   int64_t n_rows, cap;
-  uint32_t *slots; /* row index + 1; 0 = empty */
-  int64_t n_slots; /* power of two, at least twice n_rows */
-  bool has_filter;
+  row_group *groups;
+  int64_t n_groups, groups_cap;
+  uint32_t *slots; /* group index + 1; 0 = empty */
+  int64_t n_slots; /* power of two, at least twice n_groups */
+  layer_key *layers;
+  int64_t n_layers, n_layer_slots; /* power of two, at least twice n_layers */
+  bool has_filter; /* every row is the filter's device */
   tgemm__device_key filter;
   uint64_t filter_hash;
 };
@@ -63,13 +83,16 @@ static uint64_t device_hash(const tgemm__device_key *d) {
   return mix(h, (uint64_t)(uint32_t)d->units);
 }
 
-static uint64_t key_hash(uint64_t dev_hash, const tgemm__shape *s, tgemm_route route) {
-  uint64_t h = mix(dev_hash, (uint64_t)s->m);
-  h = mix(h, (uint64_t)s->n);
-  h = mix(h, (uint64_t)s->k);
-  h = mix(h, (uint64_t)s->dtype | ((uint64_t)s->out_dtype << 8) |
-                 ((uint64_t)(s->has_bias ? 1 : 0) << 16) | ((uint64_t)route << 24));
-  return h;
+static int32_t dtypes_of(const tgemm__shape *s) {
+  return (int32_t)s->dtype | ((int32_t)s->out_dtype << 8) | ((int32_t)(s->has_bias ? 1 : 0) << 16);
+}
+
+static uint64_t layer_hash(uint64_t dev_hash, const tgemm__shape *s) {
+  return mix(mix(mix(dev_hash, (uint64_t)s->n), (uint64_t)s->k), (uint64_t)dtypes_of(s));
+}
+
+static uint64_t group_hash(uint64_t dev_hash, const tgemm__shape *s) {
+  return mix(layer_hash(dev_hash, s), (uint64_t)s->m);
 }
 
 bool tgemm__device_key_equal(const tgemm__device_key *a, const tgemm__device_key *b) {
@@ -83,31 +106,66 @@ static bool shape_equal(const tgemm__shape *a, const tgemm__shape *b) {
          a->out_dtype == b->out_dtype && a->has_bias == b->has_bias;
 }
 
-/* Slot holding the row for this key, or the empty slot where it would go. */
-static int64_t probe(const struct tgemm__table *t, uint64_t hash, const tgemm__device_key *dev,
-                     const tgemm__shape *shape, tgemm_route route) {
+static const tgemm__device_key *group_device(const struct tgemm__table *t, const row_group *g) {
+  for (int r = 0; r < TGEMM_ROUTE_COUNT; r++)
+    if (g->row[r] >= 0) return &t->rows[g->row[r]].device;
+  return NULL;
+}
+
+/* Slot of the group for (dev, shape), or the empty slot where it would go.
+ * In a filtered table every row is the filter's device, so the device is
+ * compared only in unfiltered ones. */
+static int64_t probe_group(const struct tgemm__table *t, uint64_t dev_hash, const tgemm__device_key *dev,
+                           const tgemm__shape *shape) {
   int64_t mask = t->n_slots - 1;
-  for (int64_t i = (int64_t)(hash & (uint64_t)mask);; i = (i + 1) & mask) {
+  for (int64_t i = (int64_t)(group_hash(dev_hash, shape) & (uint64_t)mask);; i = (i + 1) & mask) {
     uint32_t s = t->slots[i];
     if (s == 0) return i;
-    const tgemm__table_row *r = &t->rows[s - 1];
-    if (r->kernel.route == route && shape_equal(&r->shape, shape) &&
-        tgemm__device_key_equal(&r->device, dev))
+    const row_group *g = &t->groups[s - 1];
+    if (g->dev_hash == dev_hash && shape_equal(&g->shape, shape) &&
+        (t->has_filter || tgemm__device_key_equal(group_device(t, g), dev)))
       return i;
   }
 }
 
-static bool rehash(struct tgemm__table *t, int64_t n_slots) {
+static int64_t probe_layer(const layer_key *layers, int64_t n_slots, uint64_t dev_hash,
+                           const tgemm__shape *s) {
+  int64_t mask = n_slots - 1;
+  int32_t dtypes = dtypes_of(s);
+  for (int64_t i = (int64_t)(layer_hash(dev_hash, s) & (uint64_t)mask);; i = (i + 1) & mask) {
+    const layer_key *l = &layers[i];
+    if (l->dtypes < 0 || (l->dev_hash == dev_hash && l->n == s->n && l->k == s->k && l->dtypes == dtypes))
+      return i;
+  }
+}
+
+static bool rehash_groups(struct tgemm__table *t, int64_t n_slots) {
   uint32_t *slots = calloc((size_t)n_slots, sizeof *slots);
   if (!slots) return false;
   free(t->slots);
   t->slots = slots;
   t->n_slots = n_slots;
-  for (int64_t r = 0; r < t->n_rows; r++) {
-    const tgemm__table_row *row = &t->rows[r];
-    uint64_t h = key_hash(device_hash(&row->device), &row->shape, row->kernel.route);
-    t->slots[probe(t, h, &row->device, &row->shape, row->kernel.route)] = (uint32_t)(r + 1);
+  for (int64_t g = 0; g < t->n_groups; g++) {
+    const row_group *grp = &t->groups[g];
+    t->slots[probe_group(t, grp->dev_hash, group_device(t, grp), &grp->shape)] = (uint32_t)(g + 1);
   }
+  return true;
+}
+
+static bool rehash_layers(struct tgemm__table *t, int64_t n_slots) {
+  layer_key *layers = malloc((size_t)n_slots * sizeof *layers);
+  if (!layers) return false;
+  for (int64_t i = 0; i < n_slots; i++) layers[i].dtypes = -1;
+  for (int64_t i = 0; i < t->n_layer_slots; i++) {
+    const layer_key *l = &t->layers[i];
+    if (l->dtypes < 0) continue;
+    tgemm__shape s = {0, l->n, l->k, (tgemm_dtype)(l->dtypes & 0xff), (tgemm_dtype)((l->dtypes >> 8) & 0xff),
+                      (l->dtypes >> 16) != 0};
+    layers[probe_layer(layers, n_slots, l->dev_hash, &s)] = *l;
+  }
+  free(t->layers);
+  t->layers = layers;
+  t->n_layer_slots = n_slots;
   return true;
 }
 
@@ -121,8 +179,8 @@ struct tgemm__table *tgemm__table_new(const tgemm__device_key *device) {
     t->filter = *device;
     t->filter_hash = device_hash(device);
   }
-  if (!rehash(t, 64)) {
-    free(t);
+  if (!rehash_groups(t, 64) || !rehash_layers(t, 32)) {
+    tgemm__table_free(t);
     return NULL;
   }
   return t;
@@ -132,7 +190,9 @@ void tgemm__table_free(struct tgemm__table *t) {
   if (!t) return;
   free(t->rows);
   free(t->check);
+  free(t->groups);
   free(t->slots);
+  free(t->layers);
   free(t);
 }
 
@@ -142,19 +202,44 @@ const tgemm__table_row *tgemm__table_row_at(const struct tgemm__table *t, int64_
   return t && i >= 0 && i < t->n_rows ? &t->rows[i] : NULL;
 }
 
+static const row_group *find_group(const struct tgemm__table *t, uint64_t dev_hash,
+                                   const tgemm__device_key *dev, const tgemm__shape *shape) {
+  if (t->n_rows == 0) return NULL;
+  if (t->layers[probe_layer(t->layers, t->n_layer_slots, dev_hash, shape)].dtypes < 0) return NULL;
+  uint32_t s = t->slots[probe_group(t, dev_hash, dev, shape)];
+  return s ? &t->groups[s - 1] : NULL;
+}
+
+int tgemm__table_lookup_routes(const struct tgemm__table *t, const tgemm__shape *shape,
+                               const tgemm__table_row *out[TGEMM_ROUTE_COUNT]) {
+  for (int r = 0; r < TGEMM_ROUTE_COUNT; r++) out[r] = NULL;
+  if (!t || !t->has_filter || !shape) return 0;
+  const row_group *g = find_group(t, t->filter_hash, &t->filter, shape);
+  int found = 0;
+  for (int r = 0; g && r < TGEMM_ROUTE_COUNT; r++)
+    if (g->row[r] >= 0) {
+      out[r] = &t->rows[g->row[r]];
+      found++;
+    }
+  return found;
+}
+
 const tgemm__table_row *tgemm__table_find(const struct tgemm__table *t,
                                           const tgemm__device_key *device,
                                           const tgemm__shape *shape, tgemm_route route) {
-  if (!t || !device || !shape || t->n_rows == 0) return NULL;
-  uint64_t dh = (t->has_filter && device == &t->filter) ? t->filter_hash : device_hash(device);
-  uint32_t s = t->slots[probe(t, key_hash(dh, shape, route), device, shape, route)];
-  return s ? &t->rows[s - 1] : NULL;
+  if (!t || !device || !shape || (unsigned)route >= TGEMM_ROUTE_COUNT) return NULL;
+  uint64_t dh = device_hash(device);
+  if (t->has_filter && (dh != t->filter_hash || !tgemm__device_key_equal(device, &t->filter)))
+    return NULL;
+  const row_group *g = find_group(t, dh, device, shape);
+  return g && g->row[route] >= 0 ? &t->rows[g->row[route]] : NULL;
 }
 
 const tgemm__table_row *tgemm__table_lookup(const struct tgemm__table *t,
                                             const tgemm__shape *shape, tgemm_route route) {
-  if (!t || !t->has_filter) return NULL;
-  return tgemm__table_find(t, &t->filter, shape, route);
+  if (!t || !t->has_filter || !shape || (unsigned)route >= TGEMM_ROUTE_COUNT) return NULL;
+  const row_group *g = find_group(t, t->filter_hash, &t->filter, shape);
+  return g && g->row[route] >= 0 ? &t->rows[g->row[route]] : NULL;
 }
 
 int tgemm__table_row_check_get(const struct tgemm__table *t, const tgemm__table_row *row) {
@@ -219,29 +304,57 @@ static bool grow(struct tgemm__table *t) {
   return true;
 }
 
-/* Insert without validation; false on OOM. */
+static bool ensure_group_room(struct tgemm__table *t) {
+  if (t->n_groups == t->groups_cap) {
+    int64_t cap = t->groups_cap ? t->groups_cap * 2 : 64;
+    row_group *groups = realloc(t->groups, (size_t)cap * sizeof *groups);
+    if (!groups) return false;
+    t->groups = groups;
+    t->groups_cap = cap;
+  }
+  if (t->n_groups + 1 > t->n_slots / 2 && !rehash_groups(t, t->n_slots * 2)) return false;
+  if (t->n_layers + 1 > t->n_layer_slots / 2 && !rehash_layers(t, t->n_layer_slots * 2)) return false;
+  return true;
+}
+
+/* Insert without validation (a filtered table takes only its device's
+ * rows: the caller checks); false on OOM. */
 static bool insert_row(struct tgemm__table *t, const tgemm__table_row *row,
                        tgemm__table_merge merge) {
-  uint64_t h = key_hash(device_hash(&row->device), &row->shape, row->kernel.route);
-  int64_t slot = probe(t, h, &row->device, &row->shape, row->kernel.route);
+  uint64_t dh = t->has_filter ? t->filter_hash : device_hash(&row->device);
+  tgemm_route route = row->kernel.route;
+  int64_t slot = probe_group(t, dh, &row->device, &row->shape);
   if (t->slots[slot]) {
-    int64_t i = t->slots[slot] - 1;
-    /* strictly faster wins, so a re-save of the same rows changes nothing */
-    if (merge == TGEMM__TABLE_REPLACE || row->us < t->rows[i].us) {
-      t->rows[i] = *row;
-      t->check[i] = 0;
+    row_group *g = &t->groups[t->slots[slot] - 1];
+    int32_t i = g->row[route];
+    if (i >= 0) {
+      /* strictly faster wins, so a re-save of the same rows changes nothing */
+      if (merge == TGEMM__TABLE_REPLACE || row->us < t->rows[i].us) {
+        t->rows[i] = *row;
+        t->check[i] = 0;
+      }
+      return true;
     }
-    return true;
   }
   if (t->n_rows == t->cap && !grow(t)) return false;
-  if (t->n_rows + 1 > t->n_slots / 2) {
-    if (!rehash(t, t->n_slots * 2)) return false;
-    slot = probe(t, h, &row->device, &row->shape, row->kernel.route);
+  if (!t->slots[slot]) {
+    if (!ensure_group_room(t)) return false;
+    slot = probe_group(t, dh, &row->device, &row->shape); /* the tables may have been rebuilt */
+    row_group *g = &t->groups[t->n_groups];
+    g->shape = row->shape;
+    g->dev_hash = dh;
+    for (int r = 0; r < TGEMM_ROUTE_COUNT; r++) g->row[r] = -1;
+    t->slots[slot] = (uint32_t)++t->n_groups;
+    int64_t l = probe_layer(t->layers, t->n_layer_slots, dh, &row->shape);
+    if (t->layers[l].dtypes < 0) {
+      t->layers[l] = (layer_key){dh, row->shape.n, row->shape.k, dtypes_of(&row->shape)};
+      t->n_layers++;
+    }
   }
+  row_group *g = &t->groups[t->slots[slot] - 1];
   t->rows[t->n_rows] = *row;
   t->check[t->n_rows] = 0;
-  t->n_rows++;
-  t->slots[slot] = (uint32_t)t->n_rows;
+  g->row[route] = (int32_t)t->n_rows++;
   return true;
 }
 
@@ -254,6 +367,13 @@ tgemm_status tgemm__table_insert(tgemm_ctx *ctx, struct tgemm__table *t,
                             "tuned table: cannot store row for M=%lld N=%lld K=%lld route %d: %s",
                             (long long)row->shape.m, (long long)row->shape.n,
                             (long long)row->shape.k, (int)row->kernel.route, why);
+  if (t->has_filter && !tgemm__device_key_equal(&row->device, &t->filter))
+    return tgemm__set_error(ctx, TGEMM_INVALID_ARGUMENT,
+                            "tuned table: a row of device %s (%s, %d units, %s) does not belong in the "
+                            "table of %s (%s, %d units, %s)",
+                            row->device.device, row->device.arch, row->device.units,
+                            row->device.lib_version, t->filter.device, t->filter.arch, t->filter.units,
+                            t->filter.lib_version);
   if (!insert_row(t, row, merge))
     return tgemm__set_error(ctx, TGEMM_OUT_OF_MEMORY, "tuned table: out of memory inserting a row");
   return TGEMM_OK;
@@ -409,7 +529,8 @@ typedef struct parse_state {
   bool bad_header;
 } parse_state;
 
-static void report_line(parse_state *ps, const char *name, int64_t line_no, const char *why) {
+static void report_line(parse_state *ps, const char *name, int64_t line_no, const char *why,
+                        const char *what_next) {
   tgemm__table_stats *st = ps->stats;
   st->n_malformed++;
   if (st->first_bad_line == 0) {
@@ -417,8 +538,8 @@ static void report_line(parse_state *ps, const char *name, int64_t line_no, cons
     snprintf(st->first_bad, sizeof st->first_bad, "%s:%lld: %s", name, (long long)line_no, why);
   }
   if (ps->reported++ < MAX_REPORTED_LINES)
-    fprintf(stderr, "tgemm: warning: tuned table %s:%lld: %s; line skipped\n", name,
-            (long long)line_no, why);
+    fprintf(stderr, "tgemm: warning: tuned table %s:%lld: %s; %s\n", name, (long long)line_no, why,
+            what_next);
 }
 
 /* Parse a whole file's text (modified in place). */
@@ -442,7 +563,7 @@ static tgemm_status parse_text(tgemm_ctx *ctx, struct tgemm__table *t, char *tex
     if (!seen_header) {
       if (strcmp(line, header_line) != 0) {
         ps->bad_header = true;
-        report_line(ps, name, line_no, "the first line is not the schema-1 header; file skipped");
+        report_line(ps, name, line_no, "the first line is not the schema-1 header", "file skipped");
         return TGEMM_OK;
       }
       seen_header = true;
@@ -452,7 +573,7 @@ static tgemm_status parse_text(tgemm_ctx *ctx, struct tgemm__table *t, char *tex
     tgemm__table_row row;
     const char *problem = parse_row(line, &row, why, sizeof why);
     if (problem) {
-      report_line(ps, name, line_no, problem);
+      report_line(ps, name, line_no, problem, "line skipped");
     } else if (t->has_filter && !tgemm__device_key_equal(&row.device, &t->filter)) {
       ps->stats->n_foreign++;
     } else if (!insert_row(t, &row, TGEMM__TABLE_KEEP_FASTEST)) {

@@ -65,6 +65,10 @@ tgemm_status tgemm__table_load_text(tgemm_ctx *ctx, struct tgemm__table *table,
 const tgemm__table_row *tgemm__table_lookup(const struct tgemm__table *table,
                                             const tgemm__shape *shape,
                                             tgemm_route route);
+/* Every route's row for the shape at once (out[route], NULL where none);
+ * returns how many were found.  One hash probe: what the router uses. */
+int tgemm__table_lookup_routes(const struct tgemm__table *table, const tgemm__shape *shape,
+                               const tgemm__table_row *out[TGEMM_ROUTE_COUNT]);
 /* Row for an explicit device key, or NULL. */
 const tgemm__table_row *tgemm__table_find(const struct tgemm__table *table,
                                           const tgemm__device_key *device,
@@ -72,7 +76,8 @@ const tgemm__table_row *tgemm__table_find(const struct tgemm__table *table,
                                           tgemm_route route);
 
 /* Add a row (validated like a parsed line: TGEMM_INVALID_ARGUMENT when it
- * could not be written back).  Row pointers from lookups are invalidated. */
+ * could not be written back, or when the table is for another device).
+ * Row pointers from lookups are invalidated. */
 tgemm_status tgemm__table_insert(tgemm_ctx *ctx, struct tgemm__table *table,
                                  const tgemm__table_row *row,
                                  tgemm__table_merge merge);

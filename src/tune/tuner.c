@@ -156,19 +156,19 @@ tgemm_status tgemm__tune(tgemm_ctx *ctx, const tgemm__tune_options *opt, tgemm__
   memset(summary, 0, sizeof *summary);
   if (!ctx || !opt) return tgemm__set_error(ctx, TGEMM_NULL_POINTER, "tgemm__tune: NULL argument");
   if (!opt->out_path || !opt->out_path[0])
-    return tgemm__set_error(ctx, TGEMM_INVALID_ARGUMENT, "tune: no output table path");
+    return tgemm__set_error(ctx, TGEMM_INVALID_ARGUMENT, "tuner: no output table path");
   if (opt->n_shapes < 0 || (opt->n_shapes && !opt->shapes) || opt->n_routes < 1 || !opt->routes ||
       opt->n_routes > TGEMM_ROUTE_COUNT)
-    return tgemm__set_error(ctx, TGEMM_INVALID_ARGUMENT, "tune: %d shapes, %d routes", opt->n_shapes,
+    return tgemm__set_error(ctx, TGEMM_INVALID_ARGUMENT, "tuner: %d shapes, %d routes", opt->n_shapes,
                             opt->n_routes);
   bool want_mx = false;
   for (int r = 0; r < opt->n_routes; r++) {
     if (opt->routes[r] <= TGEMM_ROUTE_AUTO || opt->routes[r] >= TGEMM_ROUTE_COUNT)
-      return tgemm__set_error(ctx, TGEMM_INVALID_ARGUMENT, "tune: bad route %d", (int)opt->routes[r]);
+      return tgemm__set_error(ctx, TGEMM_INVALID_ARGUMENT, "tuner: bad route %d", (int)opt->routes[r]);
     want_mx |= opt->routes[r] == TGEMM_ROUTE_W4A16 || opt->routes[r] == TGEMM_ROUTE_W4A4;
   }
   struct tgemm__table *table = tgemm__table_new(&ctx->device_key);
-  if (!table) return tgemm__set_error(ctx, TGEMM_OUT_OF_MEMORY, "tune: out of memory");
+  if (!table) return tgemm__set_error(ctx, TGEMM_OUT_OF_MEMORY, "tuner: out of memory");
 
   tgemm_status result = TGEMM_OK;
   char first_error[TGEMM__ERROR_MAX] = "";
@@ -225,7 +225,7 @@ tgemm_status tgemm__tune(tgemm_ctx *ctx, const tgemm__tune_options *opt, tgemm__
   }
   tgemm__table_free(table);
   if (interrupted)
-    return tgemm__set_error(ctx, TGEMM_INTERRUPTED, "tune: interrupted after %d of %d shapes; table %s is valid",
+    return tgemm__set_error(ctx, TGEMM_INTERRUPTED, "tuner: interrupted after %d of %d shapes; the table %s is valid",
                             summary->shapes_done, opt->n_shapes, opt->out_path);
   if (result != TGEMM_OK) tgemm__set_error(ctx, result, "%s", first_error);
   return result;

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Check and time the decode kernels (skinny BF16, streaming W4A16) against
+# cuBLASLt's heuristic default on the DeepSeek-V3 attention projections.
+#   bash bench/device/skinny.sh              build if needed, then run (device)
+#   bash bench/device/skinny.sh --build-only build here (no GPU needed)
+# The binary in build-skinny/ is reused when its recorded source hash
+# matches, so a build made here can be carried to the device machine.
+# Results: $OUT/log.txt, $OUT/skinny.csv, $OUT/sass_*.txt.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+B=build-skinny
+NVCC=${NVCC:-nvcc}
+command -v "$NVCC" >/dev/null || NVCC=/usr/local/cuda/bin/nvcc
+FLAGS="-O3 -arch=sm_90 -std=c++17 -I include -I src"
+SRCS="bench/device/skinny_harness.cu src/cuda/skinny_bf16.cu src/cuda/w4a16_stream.cu"
+HASH=$(cat $SRCS src/cuda/skinny_bf16.cuh src/cuda/w4a16_stream.cuh src/cuda/cuda_args.h \
+  src/core/backend.h include/tgemm.h bench/device/skinny.sh | sha256sum | cut -c1-16)
+mkdir -p $B
+if [ ! -x $B/skinny_harness ] || [ "$(cat $B/hash 2>/dev/null)" != "$HASH" ]; then
+  echo "building ($HASH)"
+  rm -f $B/hash
+  $NVCC $FLAGS -Xcompiler -fopenmp -c bench/device/skinny_harness.cu -o $B/skinny_harness.o &
+  $NVCC $FLAGS -Xptxas -v -c src/cuda/skinny_bf16.cu -o $B/skinny_bf16.o 2>$B/ptxas_skinny.txt &
+  $NVCC $FLAGS -Xptxas -v -c src/cuda/w4a16_stream.cu -o $B/w4a16_stream.o 2>$B/ptxas_w4.txt &
+  wait %1 && wait %2 && wait %3
+  $NVCC -arch=sm_90 $B/skinny_harness.o $B/skinny_bf16.o $B/w4a16_stream.o -lcublasLt -lgomp \
+    -o $B/skinny_harness
+  echo "$HASH" >$B/hash
+else
+  echo "using prebuilt $B/skinny_harness ($HASH)"
+fi
+[ "${1:-}" = "--build-only" ] && exit 0
+
+OUT=${OUT:-/tmp/skinny_out}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,power.draw \
+  --format=csv || true
+# Opcode histograms per kernel (are the loads 16 bytes wide, the MMAs there).
+for o in skinny_bf16 w4a16_stream; do
+  cuobjdump -sass $B/$o.o 2>/dev/null | awk '
+    /Function :/ { fn = $3 }
+    /^ +\/\*[0-9a-f]+\*\// { op = $2; if (op ~ /^@/) op = $3; sub(/;$/, "", op); cnt[fn " " op]++ }
+    END { for (k in cnt) print k, cnt[k] }' | sort >"$OUT/sass_$o.txt" || true
+done
+set -o pipefail
+$B/skinny_harness "$OUT" 2>&1 | tee "$OUT/log.txt"

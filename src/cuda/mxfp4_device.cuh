@@ -1,0 +1,196 @@
+/* Device-side MXFP4 pieces shared by the GPU quantizer (mxfp4_quant.cu) and
+ * the MXFP4 GEMMs (w4a16_mma.cu, w4a4.cu): the E8M0 scale rule, the exact
+ * E2M1 rounding, and E2M1 -> bf16/f16 decoding.  DESIGN.md §3 is the spec;
+ * every function here must give the bytes of tgemm_mxfp4_quantize_row_ref.
+ *
+ * Build without --use_fast_math: the rounding below relies on IEEE adds
+ * and on subnormals being kept. */
+#ifndef TGEMM_CUDA_MXFP4_DEVICE_CUH
+#define TGEMM_CUDA_MXFP4_DEVICE_CUH
+
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "tgemm.h"
+
+namespace tgemm_mx {
+
+/* The shared exponent s (already clamped to [-127, 127]) of a block whose
+ * largest |v| has f32 bits amax_bits (finite, may be 0).  s + 127 is the
+ * E8M0 byte.  Subnormal amax always lands on the clamp, so only the
+ * exponent field matters. */
+__device__ __forceinline__ int scale_exponent(uint32_t amax_bits, int mode) {
+  int s;
+  if (mode == TGEMM_SCALE_EVEN) {
+    /* +0x200000 rounds the exponent up when the significand is >= 1.75;
+     * a carry into 0xFF means exponent 128, i.e. s = 126. */
+    s = (int)((amax_bits + 0x200000u) >> 23) - 129;
+  } else {
+    s = (int)(amax_bits >> 23) - 129;
+    if (mode == TGEMM_SCALE_RCEIL) s += (amax_bits & 0x7FFFFFu) > 0x400000u;
+  }
+  return min(max(s, -127), 127);
+}
+
+/* 2^-s as a normal f32; s <= 126 for every finite amax (the largest is the
+ * 'even' carry case), so -s is in [-126, 127]. */
+__device__ __forceinline__ float pow2_neg(int s) {
+  return __uint_as_float((uint32_t)(127 - s) << 23);
+}
+
+/* 2^s as f32, exact: s = -127 gives the subnormal 2^-127. */
+__device__ __forceinline__ float pow2(int s) {
+  return __uint_as_float(s > -127 ? (uint32_t)(s + 127) << 23 : 0x00400000u);
+}
+
+/* E2M1 magnitude code (0..7) of a = |v|·2^-s >= 0, rounded to nearest,
+ * ties to even, saturating at 6.  One IEEE add does the rounding: adding
+ * M = 2^(e+22) (e = max(floor(log2 a), 0)) leaves a's bits at the E2M1 step
+ * of its binade (0.5 below 2, then 1, then 2), rounded to nearest even, and
+ * the even step is exactly the even E2M1 code.  *value gets the rounded
+ * magnitude when asked for. */
+__device__ __forceinline__ uint32_t e2m1_round(float a, float *value) {
+  a = fminf(a, 6.0f);
+  uint32_t e = max(__float_as_uint(a) >> 23, 127u); /* biased, >= 127 */
+  uint32_t m_bits = (e + 22u) << 23;
+  float sum = __fadd_rn(a, __uint_as_float(m_bits));
+  if (value) *value = __fsub_rn(sum, __uint_as_float(m_bits));
+  /* k = steps above M; code = 2·(e-127) + k. */
+  return __float_as_uint(sum) - m_bits + 2u * e - 254u;
+}
+
+/* f32 bits of the values of one 8-element group, for the block reduction:
+ * |v| bits compare like |v| (NaN and Inf above every finite value). */
+__device__ __forceinline__ uint32_t abs_bits(float v) {
+  return __float_as_uint(v) & 0x7FFFFFFFu;
+}
+
+/* Largest of the quad (4 consecutive lanes = one 32-element block). */
+__device__ __forceinline__ uint32_t quad_max(uint32_t v) {
+  v = max(v, __shfl_xor_sync(0xFFFFFFFFu, v, 1));
+  v = max(v, __shfl_xor_sync(0xFFFFFFFFu, v, 2));
+  return v;
+}
+
+/* Quantize 8 values of a block whose quad-reduced amax bits are amax_bits:
+ * returns the 8 codes as one 32-bit word (code i in nibble i, i.e. the
+ * packed MXFP4 byte order) and the E8M0 byte in *scale_byte. */
+__device__ __forceinline__ uint32_t quantize8(const float (&v)[8], uint32_t amax_bits, int mode,
+                                              uint32_t *scale_byte) {
+  if (amax_bits >= 0x7F800000u) { /* NaN or Inf in the block */
+    *scale_byte = 0xFFu;
+    return 0u;
+  }
+  int s = scale_exponent(amax_bits, mode);
+  *scale_byte = (uint32_t)(s + 127);
+  float inv = pow2_neg(s);
+  uint32_t word = 0;
+#pragma unroll
+  for (int i = 0; i < 8; i++) {
+    uint32_t code = e2m1_round(fabsf(v[i]) * inv, nullptr);
+    code |= (__float_as_uint(v[i]) >> 28) & 8u; /* sign, zeros included */
+    word |= code << (4 * i);
+  }
+  return word;
+}
+
+/* Quantize-then-dequantize 8 values (the W4A4 activations as the GEMM sees
+ * them): bf16 bits of ±e2m1·2^s, which bf16 holds exactly (its exponent
+ * range is f32's, subnormals included).  Pairs (2p, 2p+1) go to out[p]. */
+__device__ __forceinline__ void fake_quant8_bf16(const float (&v)[8], uint32_t amax_bits, int mode,
+                                                 uint32_t (&out)[4]) {
+  if (amax_bits >= 0x7F800000u) {
+#pragma unroll
+    for (int p = 0; p < 4; p++) out[p] = 0x7FC07FC0u; /* scale byte 0xFF: NaN */
+    return;
+  }
+  int s = scale_exponent(amax_bits, mode);
+  float inv = pow2_neg(s), up = pow2(s);
+  uint32_t h[8];
+#pragma unroll
+  for (int i = 0; i < 8; i++) {
+    float r;
+    e2m1_round(fabsf(v[i]) * inv, &r);
+    /* r·2^s is exact in f32, so its top 16 bits are the exact bf16. */
+    uint32_t bits = __float_as_uint(r * up) | (__float_as_uint(v[i]) & 0x80000000u);
+    h[i] = bits >> 16;
+  }
+#pragma unroll
+  for (int p = 0; p < 4; p++) out[p] = h[2 * p] | (h[2 * p + 1] << 16);
+}
+
+/* ---- decoding ---------------------------------------------------------- */
+
+/* 8 E2M1 codes (nibble i = element i) -> 4 bf16x2 words, out[p] holding
+ * elements (2p, 2p+1).  Magnitudes through byte-permute lookups, signs
+ * copied into bit 15 / 31.  Exact. */
+__device__ __forceinline__ void e2m1x8_to_bf16x2(uint32_t w, uint32_t (&out)[4]) {
+  /* bf16 of 0, .5, 1, 1.5, 2, 3, 4, 6: high bytes and low bytes. */
+  const uint32_t hi_a = 0x3F3F3F00u, hi_b = 0x40404040u;
+  const uint32_t lo_a = 0xC0800000u, lo_b = 0xC0804000u;
+  uint32_t mag = w & 0x77777777u;
+  uint32_t h0 = __byte_perm(hi_a, hi_b, mag), l0 = __byte_perm(lo_a, lo_b, mag);
+  uint32_t h1 = __byte_perm(hi_a, hi_b, mag >> 16), l1 = __byte_perm(lo_a, lo_b, mag >> 16);
+  out[0] = __byte_perm(l0, h0, 0x5140);
+  out[1] = __byte_perm(l0, h0, 0x7362);
+  out[2] = __byte_perm(l1, h1, 0x5140);
+  out[3] = __byte_perm(l1, h1, 0x7362);
+  /* Byte j of s_even has bit 7 = sign of element 2j; of s_odd, of 2j+1. */
+  uint32_t s_even = (w << 4) & 0x80808080u, s_odd = w & 0x80808080u;
+  out[0] |= __byte_perm(s_even, s_odd, 0x4400) & 0x80008000u;
+  out[1] |= __byte_perm(s_even, s_odd, 0x5511) & 0x80008000u;
+  out[2] |= __byte_perm(s_even, s_odd, 0x6622) & 0x80008000u;
+  out[3] |= __byte_perm(s_even, s_odd, 0x7733) & 0x80008000u;
+}
+
+/* The same into f16x2 (E2M1 values have a zero low byte in f16). */
+__device__ __forceinline__ void e2m1x8_to_f16x2(uint32_t w, uint32_t (&out)[4]) {
+  const uint32_t hi_a = 0x3E3C3800u, hi_b = 0x46444240u;
+  uint32_t mag = w & 0x77777777u;
+  uint32_t h0 = __byte_perm(hi_a, hi_b, mag), h1 = __byte_perm(hi_a, hi_b, mag >> 16);
+  out[0] = __byte_perm(h0, 0u, 0x1404);
+  out[1] = __byte_perm(h0, 0u, 0x3424);
+  out[2] = __byte_perm(h1, 0u, 0x1404);
+  out[3] = __byte_perm(h1, 0u, 0x3424);
+  uint32_t s_even = (w << 4) & 0x80808080u, s_odd = w & 0x80808080u;
+  out[0] |= __byte_perm(s_even, s_odd, 0x4400) & 0x80008000u;
+  out[1] |= __byte_perm(s_even, s_odd, 0x5511) & 0x80008000u;
+  out[2] |= __byte_perm(s_even, s_odd, 0x6622) & 0x80008000u;
+  out[3] |= __byte_perm(s_even, s_odd, 0x7733) & 0x80008000u;
+}
+
+/* An E8M0 byte as a bf16x2 pair of 2^(byte-127) (byte 0: the subnormal
+ * 2^-127; 0xFF: NaN). */
+__device__ __forceinline__ uint32_t e8m0_bf16x2(uint32_t byte) {
+  uint32_t h = byte << 7;
+  h = byte == 0u ? 0x0040u : h;
+  h = byte == 0xFFu ? 0x7FC0u : h;
+  return h | (h << 16);
+}
+
+/* An E8M0 byte as f32 2^(byte-127), exact; 0xFF is NaN. */
+__device__ __forceinline__ float e8m0_f32(uint32_t byte) {
+  uint32_t b = byte << 23;
+  b = byte == 0u ? 0x00400000u : b;
+  b = byte == 0xFFu ? 0x7FC00000u : b;
+  return __uint_as_float(b);
+}
+
+/* Exact bf16x2 product (used to apply a power-of-two scale to decoded
+ * E2M1 values; subnormal results are kept). */
+__device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
+  uint32_t d;
+  asm("mul.rn.bf16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+  return d;
+}
+
+/* bf16 bits of f32 v, round to nearest even (NaN stays NaN). */
+__device__ __forceinline__ uint32_t f32_to_bf16_bits(float v) {
+  uint32_t u = __float_as_uint(v);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return ((u >> 16) | 0x40u) & 0xFFFFu;
+  return (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+}
+
+}  // namespace tgemm_mx
+
+#endif

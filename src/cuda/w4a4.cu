@@ -1,0 +1,103 @@
+/* The W4A4 family: activations quantized to MXFP4 per call, then the
+ * tensor-core MXFP4 GEMM of w4a16_mma.cu.  Two strategies are candidates,
+ * and the measurements pick:
+ * - fused: the GEMM quantizes each x tile as it loads it (no extra launch,
+ *   no round trip through memory, but every N-tile column of CTAs redoes
+ *   the quantization of its rows);
+ * - prequant: one quantize launch into the workspace, then a GEMM that
+ *   reads the 4.25-bit activations (quantization done once). */
+#include <stdint.h>
+#include <string.h>
+
+#include "cuda/mxfp4_quant.cuh"
+#include "cuda/w4a16.cuh"
+#include "cuda/w4a4.cuh"
+
+namespace {
+
+const char kFused[] = "w4a4_fused_";
+const char kPrequant[] = "w4a4_prequant_";
+
+bool shape_ok(const tgemm__shape *shape) {
+  return shape->m >= 1 && shape->n >= 1 && shape->k >= 1 && shape->m <= INT32_MAX &&
+         shape->n <= INT32_MAX && shape->k <= INT32_MAX &&
+         (shape->dtype == TGEMM_BF16 || shape->dtype == TGEMM_F16 ||
+          shape->dtype == TGEMM_F32) &&
+         (shape->out_dtype == TGEMM_BF16 || shape->out_dtype == TGEMM_F32);
+}
+
+size_t align256(size_t v) { return (v + 255) & ~(size_t)255; }
+
+/* x quantized chunk by chunk into the workspace, each chunk then multiplied. */
+cudaError_t run_prequant(const tgemm__kernel *kernel, const tgemm__cuda_gemm_args *args) {
+  const int tile = kernel->params[0];
+  const int bm = tgemm__mx_tile_bm(tile);
+  if (bm == 0 || !args->workspace || !args->x) return cudaErrorInvalidValue;
+  const int64_t nb = (args->k + 31) / 32;
+  const int64_t packed_ld = nb * 16, scales_ld = (nb + 15) / 16 * 16;
+  const size_t per_row = (size_t)(packed_ld + scales_ld);
+
+  uintptr_t base = ((uintptr_t)args->workspace + 255) & ~(uintptr_t)255;
+  const size_t lost = base - (uintptr_t)args->workspace;
+  if (args->workspace_bytes <= lost + 512) return cudaErrorInvalidValue;
+  const size_t avail = args->workspace_bytes - lost - 512; /* two alignment pads */
+
+  int64_t chunk = args->m;
+  if ((size_t)chunk * per_row > avail) {
+    chunk = (int64_t)(avail / per_row) / bm * bm;
+    if (chunk < bm) return cudaErrorInvalidValue;
+  }
+  uint8_t *packed = reinterpret_cast<uint8_t *>(base);
+  uint8_t *scales = packed + align256((size_t)chunk * (size_t)packed_ld);
+  uint8_t *rest = scales + align256((size_t)chunk * (size_t)scales_ld);
+  const size_t used = (size_t)(rest - reinterpret_cast<uint8_t *>(args->workspace));
+  const size_t rest_bytes = args->workspace_bytes > used ? args->workspace_bytes - used : 0;
+
+  const size_t xesize = args->x_dtype == TGEMM_F32 ? 4 : 2;
+  for (int64_t m0 = 0; m0 < args->m; m0 += chunk) {
+    const int64_t rows = args->m - m0 < chunk ? args->m - m0 : chunk;
+    const char *x = static_cast<const char *>(args->x) + (size_t)m0 * (size_t)args->ldx * xesize;
+    cudaError_t err =
+        tgemm__mxfp4_quantize_cuda(x, args->x_dtype, rows, args->k, args->ldx, packed, packed_ld,
+                                   scales, scales_ld, args->scale_mode, args->stream);
+    if (err != cudaSuccess) return err;
+    tgemm__cuda_gemm_args part = *args;
+    part.m = rows;
+    part.x = x;
+    part.y = static_cast<char *>(args->y) +
+             (size_t)m0 * (size_t)args->ldy * (args->y_dtype == TGEMM_F32 ? 4 : 2);
+    const tgemm__mx_a_quant aq = {packed, packed_ld, scales, scales_ld};
+    err = tgemm__mx_mma_launch(&part, TGEMM__MX_A_MXFP4, &aq, tile, kernel->params[1], rest,
+                               rest_bytes);
+    if (err != cudaSuccess) return err;
+  }
+  return cudaSuccess;
+}
+
+}  // namespace
+
+extern "C" int tgemm__w4a4_candidates(const tgemm__shape *shape, int sm_count,
+                                      tgemm__kernel *out, int cap) {
+  if (!shape || !out || cap <= 0 || !shape_ok(shape)) return 0;
+  /* Small M: the weights dominate and the fused kernel saves a launch;
+   * large M: quantizing once beats redoing it for every N tile. */
+  const bool fused_first = shape->m <= 256;
+  int count = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    const bool fused = (pass == 0) == fused_first;
+    count += tgemm__mx_mma_candidates(shape, sm_count, TGEMM_ROUTE_W4A4,
+                                      fused ? kFused : kPrequant, out + count, cap - count);
+  }
+  return count;
+}
+
+extern "C" cudaError_t tgemm__w4a4_run(const tgemm__kernel *kernel,
+                                       const tgemm__cuda_gemm_args *args) {
+  if (!kernel || !args) return cudaErrorInvalidValue;
+  if (strncmp(kernel->name, kFused, sizeof kFused - 1) == 0)
+    return tgemm__mx_mma_launch(args, TGEMM__MX_A_QUANTIZE, NULL, kernel->params[0],
+                                kernel->params[1], args->workspace, args->workspace_bytes);
+  if (strncmp(kernel->name, kPrequant, sizeof kPrequant - 1) == 0)
+    return run_prequant(kernel, args);
+  return cudaErrorInvalidValue;
+}

@@ -1,0 +1,414 @@
+/* The CUDA backend as a whole:
+ * - without a usable GPU (or without CUDA in the build), a forced CUDA
+ *   context fails with a clear status and message, AUTO falls back to the
+ *   CPU, and a CPU context still works;
+ * - with a GPU: device key, memory round trips, timer and cache flush;
+ *   every cuBLASLt candidate against a double reference for each input
+ *   dtype x output dtype x bias dtype (including the staged combinations
+ *   that cuBLASLt cannot write directly, and the chunked path with a small
+ *   workspace); odd leading dimensions and misaligned pointers; the
+ *   descriptor cache not rebuilding a seen shape; clear errors for host
+ *   pointers and missing weight forms.
+ * Exit 77 when the GPU part could not run. */
+#include "test_util.h"
+
+#include "core/internal.h"
+
+#ifdef TGEMM_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include "cuda/cuda_backend.h"
+#endif
+
+#define MAX_CANDS 64
+
+/* A CPU context must work whatever happened to CUDA. */
+static void check_cpu_still_works(void) {
+  tgemm_ctx_options o;
+  tgemm_ctx_options_default(&o);
+  o.backend = TGEMM_BACKEND_CPU;
+  o.tuned = 0;
+  tgemm_ctx *ctx = NULL;
+  CHECK_OK(tgemm_ctx_create(&o, &ctx));
+  if (!ctx) return;
+  float x[2 * 3], w[4 * 3], y[2 * 4];
+  test_fill_normal(x, TGEMM_F32, 6, 1.0f);
+  test_fill_normal(w, TGEMM_F32, 12, 1.0f);
+  test_poison(y, TGEMM_F32, 8);
+  tgemm_matrix xm = tgemm_matrix_dense(x, TGEMM_F32, 2, 3, TGEMM_HOST);
+  tgemm_matrix wm = tgemm_matrix_dense(w, TGEMM_F32, 4, 3, TGEMM_HOST);
+  tgemm_matrix ym = tgemm_matrix_dense(y, TGEMM_F32, 2, 4, TGEMM_HOST);
+  tgemm_weight *weight = NULL;
+  CHECK_OK(tgemm_weight_create(ctx, &wm, NULL, &weight));
+  CHECK_OK(tgemm_linear(ctx, &xm, weight, NULL, &ym, NULL, NULL));
+  for (int i = 0; i < 2; i++)
+    for (int j = 0; j < 4; j++) {
+      double ref = 0;
+      for (int k = 0; k < 3; k++) ref += (double)x[i * 3 + k] * w[j * 3 + k];
+      CHECK(fabs(y[i * 4 + j] - ref) <= 1e-5 * (1 + fabs(ref)), "cpu y[%d,%d] = %g, want %g", i,
+            j, y[i * 4 + j], ref);
+    }
+  tgemm_weight_free(weight);
+  tgemm_ctx_free(ctx);
+}
+
+/* Forced CUDA where it cannot work: a status, a message, no crash. */
+static void check_no_device_path(void) {
+  tgemm_ctx_options o;
+  tgemm_ctx_options_default(&o);
+  o.backend = TGEMM_BACKEND_CUDA;
+  tgemm_ctx *ctx = NULL;
+  tgemm_status st = tgemm_ctx_create(&o, &ctx);
+  const char *msg = tgemm_ctx_create_error();
+  printf("forced CUDA: %s: %s\n", tgemm_status_name(st), msg);
+  CHECK(ctx == NULL, "a failed create must leave ctx NULL");
+#ifdef TGEMM_HAVE_CUDA
+  CHECK(st == TGEMM_NO_DEVICE, "forced CUDA without a GPU returned %s", tgemm_status_name(st));
+  CHECK(strstr(msg, "cudaGetDeviceCount") || strstr(msg, "cublasLt") || strstr(msg, "CUDA"),
+        "the message should name the failing call: \"%s\"", msg);
+#else
+  CHECK(st == TGEMM_UNSUPPORTED || st == TGEMM_NO_DEVICE,
+        "forced CUDA in a build without CUDA returned %s", tgemm_status_name(st));
+  CHECK(msg[0] != '\0', "forced CUDA failed without a message");
+#endif
+  if (ctx) tgemm_ctx_free(ctx);
+
+  /* AUTO falls back to the CPU with a warning. */
+  o.backend = TGEMM_BACKEND_AUTO;
+  o.tuned = 0;
+  st = tgemm_ctx_create(&o, &ctx);
+  CHECK(st == TGEMM_OK, "AUTO without a GPU: %s (%s)", tgemm_status_name(st),
+        tgemm_ctx_create_error());
+  if (ctx) {
+    CHECK(tgemm_ctx_backend(ctx) == TGEMM_BACKEND_CPU, "AUTO without a GPU chose %s",
+          tgemm_ctx_backend_name(ctx));
+    tgemm_ctx_free(ctx);
+  }
+  check_cpu_still_works();
+}
+
+#ifdef TGEMM_HAVE_CUDA
+
+static void *upload(tgemm_ctx *ctx, const void *host, size_t bytes) {
+  void *dev = NULL;
+  CHECK_OK(tgemm_malloc(ctx, bytes, &dev));
+  if (dev) CHECK_OK(tgemm_memcpy(ctx, dev, host, bytes, TGEMM_COPY_HOST_TO_DEVICE));
+  return dev;
+}
+
+static tgemm_ctx *cuda_ctx(size_t workspace_bytes) {
+  tgemm_ctx_options o;
+  tgemm_ctx_options_default(&o);
+  o.backend = TGEMM_BACKEND_CUDA;
+  o.tuned = 0;
+  o.workspace_bytes = workspace_bytes;
+  tgemm_ctx *ctx = NULL;
+  tgemm_status st = tgemm_ctx_create(&o, &ctx);
+  CHECK(st == TGEMM_OK, "tgemm_ctx_create(cuda): %s", tgemm_ctx_create_error());
+  return ctx;
+}
+
+static void check_device_info(tgemm_ctx *ctx) {
+  const tgemm__device_key *key = &ctx->device_key;
+  printf("device: %s; key: \"%s\" %s %d units %s\n", tgemm_ctx_device_name(ctx), key->device,
+         key->arch, key->units, key->lib_version);
+  CHECK(strcmp(tgemm_ctx_backend_name(ctx), "cuda") == 0, "backend %s",
+        tgemm_ctx_backend_name(ctx));
+  CHECK(tgemm_ctx_location(ctx) == TGEMM_DEVICE, "CUDA memory must be device memory");
+  CHECK(key->device[0] != '\0', "empty device name");
+  CHECK(strncmp(key->arch, "sm_", 3) == 0 && strlen(key->arch) >= 5, "arch \"%s\"", key->arch);
+  CHECK(key->units > 0, "SM count %d", key->units);
+  CHECK(strncmp(key->lib_version, "cublasLt-", 9) == 0 && atol(key->lib_version + 9) > 0,
+        "lib_version \"%s\"", key->lib_version);
+
+  /* A device that does not exist is a clear error, not a crash. */
+  tgemm_ctx_options o;
+  tgemm_ctx_options_default(&o);
+  o.backend = TGEMM_BACKEND_CUDA;
+  o.device_index = 999;
+  tgemm_ctx *bad = NULL;
+  tgemm_status st = tgemm_ctx_create(&o, &bad);
+  CHECK(st == TGEMM_NO_DEVICE && bad == NULL, "device 999: %s", tgemm_status_name(st));
+  CHECK(strstr(tgemm_ctx_create_error(), "999") != NULL, "device 999 message: \"%s\"",
+        tgemm_ctx_create_error());
+}
+
+static void check_memory_and_timer(tgemm_ctx *ctx) {
+  const size_t bytes = 1000003;
+  uint8_t *a = malloc(bytes), *b = malloc(bytes);
+  for (size_t i = 0; i < bytes; i++) a[i] = (uint8_t)test_rand_u64();
+  memset(b, 0, bytes);
+  void *d1 = upload(ctx, a, bytes), *d2 = NULL;
+  CHECK_OK(tgemm_malloc(ctx, bytes, &d2));
+  CHECK_OK(tgemm_memcpy(ctx, d2, d1, bytes, TGEMM_COPY_DEVICE_TO_DEVICE));
+  CHECK_OK(tgemm_memcpy(ctx, b, d2, bytes, TGEMM_COPY_DEVICE_TO_HOST));
+  CHECK(memcmp(a, b, bytes) == 0, "host -> device -> device -> host round trip differs");
+
+  double us = -1;
+  CHECK_OK(ctx->backend->timer_start(ctx));
+  CHECK_OK(ctx->backend->flush_cache(ctx));
+  CHECK_OK(ctx->backend->timer_stop(ctx, &us));
+  CHECK(us >= 0 && isfinite(us), "timer gave %g us for an L2 flush", us);
+  printf("L2 flush: %.1f us\n", us);
+  CHECK_OK(tgemm_synchronize(ctx));
+
+  /* Stream switching: a caller's stream, then back to the context's. */
+  cudaStream_t s;
+  CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess, "stream create");
+  CHECK_OK(tgemm_ctx_set_stream(ctx, s));
+  CHECK_OK(tgemm_memcpy(ctx, b, d1, bytes, TGEMM_COPY_DEVICE_TO_HOST));
+  CHECK(memcmp(a, b, bytes) == 0, "copy on the caller's stream differs");
+  CHECK_OK(tgemm_ctx_set_stream(ctx, NULL));
+  cudaStreamDestroy(s);
+
+  tgemm_free(ctx, d1);
+  tgemm_free(ctx, d2);
+  free(a);
+  free(b);
+}
+
+typedef struct lt_problem {
+  int64_t m, n, k;
+  tgemm_dtype x_dtype, y_dtype;
+  int bias; /* 0 none, 1 y's dtype, 2 f32 */
+  int64_t ldx_pad;  /* extra elements per x row */
+  int64_t x_offset; /* elements between the allocation and x (misalignment) */
+} lt_problem;
+
+/* Run every library candidate (or the router's default, when
+ * all_candidates is false) and compare with the double reference. */
+static void check_library(tgemm_ctx *ctx, const lt_problem *p, bool all_candidates) {
+  const int64_t m = p->m, n = p->n, k = p->k, ldx = k + p->ldx_pad;
+  size_t xs = tgemm_dtype_size(p->x_dtype), ys = tgemm_dtype_size(p->y_dtype);
+  tgemm_dtype bias_dtype = p->bias == 2 ? TGEMM_F32 : p->y_dtype;
+  size_t x_elems = (size_t)(p->x_offset + m * ldx);
+  void *x_host = malloc(x_elems * xs), *w_host = malloc((size_t)(n * k) * xs);
+  void *b_host = malloc((size_t)n * 4);
+  test_fill_normal(x_host, p->x_dtype, x_elems, 1.0f);
+  test_fill_normal(w_host, p->x_dtype, (size_t)(n * k), 1.0f);
+  test_fill_normal(b_host, bias_dtype, (size_t)n, 1.0f);
+
+  double *ref = malloc(sizeof(double) * (size_t)(m * n));
+  for (int64_t i = 0; i < m; i++)
+    for (int64_t j = 0; j < n; j++) {
+      const char *xr = (const char *)x_host + (size_t)(p->x_offset + i * ldx) * xs;
+      const char *wr = (const char *)w_host + (size_t)(j * k) * xs;
+      double acc = p->bias ? tgemm__load_f32(b_host, bias_dtype, j) : 0.0;
+      for (int64_t q = 0; q < k; q++)
+        acc += (double)tgemm__load_f32(xr, p->x_dtype, q) * tgemm__load_f32(wr, p->x_dtype, q);
+      ref[i * n + j] = acc;
+    }
+
+  char *x_dev = upload(ctx, x_host, x_elems * xs);
+  void *w_dev = upload(ctx, w_host, (size_t)(n * k) * xs);
+  void *b_dev = p->bias ? upload(ctx, b_host, (size_t)n * tgemm_dtype_size(bias_dtype)) : NULL;
+  void *y_dev = NULL;
+  size_t y_bytes = (size_t)(m * n) * ys;
+  CHECK_OK(tgemm_malloc(ctx, y_bytes, &y_dev));
+  tgemm_matrix x = {x_dev + (size_t)p->x_offset * xs, NULL, p->x_dtype, TGEMM_DEVICE, m, k, ldx, 0};
+  tgemm_matrix wm = tgemm_matrix_dense(w_dev, p->x_dtype, n, k, TGEMM_DEVICE);
+  tgemm_matrix bias = tgemm_matrix_dense(b_dev, bias_dtype, 1, n, TGEMM_DEVICE);
+  tgemm_matrix y = tgemm_matrix_dense(y_dev, p->y_dtype, m, n, TGEMM_DEVICE);
+  tgemm_weight *weight = NULL;
+  CHECK_OK(tgemm_weight_create(ctx, &wm, NULL, &weight));
+  void *y_host = malloc(y_bytes), *y_poison = malloc(y_bytes);
+  test_poison(y_poison, p->y_dtype, (size_t)(m * n));
+
+  tgemm__shape shape = {m, n, k, p->x_dtype, p->y_dtype, p->bias != 0};
+  tgemm__kernel cands[MAX_CANDS];
+  int count = 1;
+  if (all_candidates) {
+    count = ctx->backend->candidates(ctx, &shape, TGEMM_ROUTE_LIBRARY, cands, MAX_CANDS);
+    CHECK(count > 0, "no cuBLASLt candidates for M=%lld N=%lld K=%lld %s -> %s: %s",
+          (long long)m, (long long)n, (long long)k, tgemm_dtype_name(p->x_dtype),
+          tgemm_dtype_name(p->y_dtype), tgemm_ctx_last_error(ctx));
+  }
+  tgemm__kernel def;
+  CHECK_OK(ctx->backend->default_kernel(ctx, &shape, TGEMM_ROUTE_LIBRARY, &def));
+  double max_err = 0;
+  for (int c = 0; c < count; c++) {
+    CHECK_OK(tgemm_memcpy(ctx, y_dev, y_poison, y_bytes, TGEMM_COPY_HOST_TO_DEVICE));
+    tgemm_status st;
+    const char *name;
+    if (all_candidates) {
+      CHECK(cands[c].has_algo && strncmp(cands[c].name, "lt_a", 4) == 0, "candidate %s",
+            cands[c].name);
+      CHECK_OK(ctx->backend->validate_kernel(ctx, &shape, &cands[c]));
+      tgemm__operands ops = {&x, weight, p->bias ? &bias : NULL, &y};
+      st = ctx->backend->run(ctx, &cands[c], &shape, &ops);
+      name = cands[c].name;
+    } else {
+      tgemm_linear_options lo;
+      tgemm_linear_options_default(&lo);
+      lo.route = TGEMM_ROUTE_LIBRARY;
+      tgemm_linear_info info;
+      st = tgemm_linear(ctx, &x, weight, p->bias ? &bias : NULL, &y, &lo, &info);
+      name = "tgemm_linear(library)";
+      if (st == TGEMM_OK)
+        CHECK(strcmp(info.kernel, def.name) == 0, "linear ran %s, default is %s", info.kernel,
+              def.name);
+    }
+    CHECK(st == TGEMM_OK, "%s: %s", name, tgemm_ctx_last_error(ctx));
+    CHECK_OK(tgemm_memcpy(ctx, y_host, y_dev, y_bytes, TGEMM_COPY_DEVICE_TO_HOST));
+    double err = test_rel_error(y_host, p->y_dtype, m, n, n, ref);
+    if (!(err <= max_err)) max_err = err;
+    double tol = p->y_dtype == TGEMM_BF16 ? 1e-2 : 1e-5;
+    CHECK(err <= tol, "%s M=%lld N=%lld K=%lld x %s y %s bias %d ldx %lld offset %lld: rel error "
+          "%.3g > %.0e",
+          name, (long long)m, (long long)n, (long long)k, tgemm_dtype_name(p->x_dtype),
+          tgemm_dtype_name(p->y_dtype), p->bias, (long long)ldx, (long long)p->x_offset, err, tol);
+  }
+  printf("library M=%-4lld N=%-4lld K=%-4lld x %-4s y %-4s bias %-4s ldx %-5lld off %lld: %2d "
+         "kernel(s), max rel err %.3g (default %s)\n",
+         (long long)m, (long long)n, (long long)k, tgemm_dtype_name(p->x_dtype),
+         tgemm_dtype_name(p->y_dtype), p->bias == 0 ? "none" : p->bias == 1 ? "y" : "f32",
+         (long long)ldx, (long long)p->x_offset, count, max_err, def.name);
+
+  /* A seen shape builds nothing more. */
+  uint64_t builds = tgemm__cuda_lt_cache_builds(ctx);
+  for (int r = 0; r < 3; r++) {
+    tgemm__operands ops = {&x, weight, p->bias ? &bias : NULL, &y};
+    CHECK_OK(ctx->backend->run(ctx, &def, &shape, &ops));
+  }
+  CHECK(tgemm__cuda_lt_cache_builds(ctx) == builds, "cache rebuilt a seen shape (%llu -> %llu)",
+        (unsigned long long)builds, (unsigned long long)tgemm__cuda_lt_cache_builds(ctx));
+  CHECK_OK(tgemm_synchronize(ctx));
+
+  tgemm_weight_free(weight);
+  tgemm_free(ctx, x_dev);
+  tgemm_free(ctx, w_dev);
+  tgemm_free(ctx, b_dev);
+  tgemm_free(ctx, y_dev);
+  free(x_host);
+  free(w_host);
+  free(b_host);
+  free(ref);
+  free(y_host);
+  free(y_poison);
+}
+
+/* Mistakes get a status and a message, and the context stays usable. */
+static void check_errors(tgemm_ctx *ctx) {
+  const int64_t m = 3, n = 5, k = 40;
+  uint16_t x_host[3 * 40], w_host[5 * 40], y_host[3 * 5];
+  test_fill_normal(x_host, TGEMM_BF16, sizeof x_host / 2, 1.0f);
+  test_fill_normal(w_host, TGEMM_BF16, sizeof w_host / 2, 1.0f);
+  void *x_dev = upload(ctx, x_host, sizeof x_host), *w_dev = upload(ctx, w_host, sizeof w_host);
+  void *y_dev = NULL;
+  CHECK_OK(tgemm_malloc(ctx, sizeof y_host, &y_dev));
+  tgemm_matrix wm = tgemm_matrix_dense(w_dev, TGEMM_BF16, n, k, TGEMM_DEVICE);
+  tgemm_matrix y = tgemm_matrix_dense(y_dev, TGEMM_BF16, m, n, TGEMM_DEVICE);
+  tgemm_weight *weight = NULL;
+  CHECK_OK(tgemm_weight_create(ctx, &wm, NULL, &weight));
+
+  tgemm_matrix x_on_host = tgemm_matrix_dense(x_host, TGEMM_BF16, m, k, TGEMM_HOST);
+  tgemm_status st = tgemm_linear(ctx, &x_on_host, weight, NULL, &y, NULL, NULL);
+  CHECK(st != TGEMM_OK && strstr(tgemm_ctx_last_error(ctx), "host"),
+        "x in host memory: %s \"%s\"", tgemm_status_name(st), tgemm_ctx_last_error(ctx));
+
+  tgemm_matrix x = tgemm_matrix_dense(x_dev, TGEMM_BF16, m, k, TGEMM_DEVICE);
+  tgemm_linear_options lo;
+  tgemm_linear_options_default(&lo);
+  lo.route = TGEMM_ROUTE_W4A16;
+  st = tgemm_linear(ctx, &x, weight, NULL, &y, &lo, NULL);
+  CHECK(st == TGEMM_UNSUPPORTED && tgemm_ctx_last_error(ctx)[0],
+        "W4A16 on a dense-only weight: %s \"%s\"", tgemm_status_name(st),
+        tgemm_ctx_last_error(ctx));
+  printf("W4A16 on a dense-only weight: %s\n", tgemm_ctx_last_error(ctx));
+
+  /* Direct run of an MXFP4 route on a dense-only weight. */
+  tgemm__kernel k4 = {0};
+  k4.route = TGEMM_ROUTE_W4A4;
+  snprintf(k4.name, sizeof k4.name, "w4a4_none");
+  tgemm__shape shape = {m, n, k, TGEMM_BF16, TGEMM_BF16, false};
+  tgemm__operands ops = {&x, weight, NULL, &y};
+  st = ctx->backend->run(ctx, &k4, &shape, &ops);
+  CHECK(st == TGEMM_UNSUPPORTED && strstr(tgemm_ctx_last_error(ctx), "MXFP4"),
+        "w4a4 run on a dense-only weight: %s \"%s\"", tgemm_status_name(st),
+        tgemm_ctx_last_error(ctx));
+
+  /* Still usable afterwards. */
+  CHECK_OK(tgemm_linear(ctx, &x, weight, NULL, &y, NULL, NULL));
+  CHECK_OK(tgemm_memcpy(ctx, y_host, y_dev, sizeof y_host, TGEMM_COPY_DEVICE_TO_HOST));
+  for (int i = 0; i < 15; i++) CHECK(isfinite(tgemm_bf16_to_f32(y_host[i])), "y[%d] not finite", i);
+  tgemm_weight_free(weight);
+  tgemm_free(ctx, x_dev);
+  tgemm_free(ctx, w_dev);
+  tgemm_free(ctx, y_dev);
+}
+
+static int run_gpu_part(void) {
+  tgemm_ctx *ctx = cuda_ctx(0);
+  if (!ctx) return test_finish("test_cuda_backend");
+  check_device_info(ctx);
+  check_memory_and_timer(ctx);
+
+  /* Every dtype combination the API allows, with all candidates. */
+  static const tgemm_dtype xs[] = {TGEMM_BF16, TGEMM_F16, TGEMM_F32};
+  static const tgemm_dtype ys[] = {TGEMM_BF16, TGEMM_F32};
+  for (int xi = 0; xi < 3; xi++)
+    for (int yi = 0; yi < 2; yi++)
+      for (int b = 0; b < 3; b++) {
+        if (b == 2 && ys[yi] == TGEMM_F32) continue; /* f32 bias = y's dtype */
+        lt_problem p = {37, 129, 200, xs[xi], ys[yi], b, 0, 0};
+        check_library(ctx, &p, true);
+      }
+  /* Decode and larger shapes, odd sizes. */
+  lt_problem shapes[] = {
+      {1, 1000, 1537, TGEMM_BF16, TGEMM_BF16, 1, 0, 0},
+      {16, 7, 33, TGEMM_BF16, TGEMM_F32, 0, 0, 0},
+      {2000, 1000, 200, TGEMM_BF16, TGEMM_BF16, 2, 0, 0},
+  };
+  for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+    check_library(ctx, &shapes[i], true);
+  /* Odd leading dimension and a 2-byte-aligned x: the default must cope,
+   * and so must a tuned algo (it runs, or falls back to the heuristic). */
+  lt_problem odd[] = {
+      {17, 129, 200, TGEMM_BF16, TGEMM_BF16, 1, 3, 1},
+      {300, 129, 1537, TGEMM_F16, TGEMM_F32, 0, 1, 3},
+      {33, 1000, 200, TGEMM_F32, TGEMM_BF16, 2, 5, 1},
+  };
+  for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+    check_library(ctx, &odd[i], false);
+    check_library(ctx, &odd[i], true);
+  }
+  check_errors(ctx);
+  tgemm_ctx_free(ctx);
+
+  /* A 1 MiB workspace: staged output goes through the scratch in row
+   * chunks (1000 f32 columns: 128 rows per chunk). */
+  tgemm_ctx *small = cuda_ctx((size_t)1 << 20);
+  if (small) {
+    lt_problem chunked[] = {
+        {300, 1000, 200, TGEMM_F32, TGEMM_BF16, 1, 0, 0},
+        {300, 1000, 200, TGEMM_BF16, TGEMM_BF16, 2, 0, 0},
+        {257, 1000, 33, TGEMM_F16, TGEMM_BF16, 0, 3, 1},
+    };
+    for (size_t i = 0; i < sizeof chunked / sizeof chunked[0]; i++) {
+      check_library(small, &chunked[i], false);
+      check_library(small, &chunked[i], true);
+    }
+    tgemm_ctx_free(small);
+  }
+  return test_finish("test_cuda_backend");
+}
+
+#endif /* TGEMM_HAVE_CUDA */
+
+int main(void) {
+  test_seed("test_cuda_backend");
+#ifdef TGEMM_HAVE_CUDA
+  int devices = 0;
+  cudaError_t err = cudaGetDeviceCount(&devices);
+  if (err == cudaSuccess && devices > 0) return run_gpu_part();
+  printf("no CUDA device: cudaGetDeviceCount returned %s (%d devices); checking the "
+         "no-device path\n",
+         cudaGetErrorName(err), devices);
+#else
+  printf("built without CUDA; checking that a forced CUDA context fails cleanly\n");
+#endif
+  check_no_device_path();
+  if (test_failures) return test_finish("test_cuda_backend");
+  printf("test_cuda_backend: SKIP: no-device path checked; the GPU checks need a GPU\n");
+  return TEST_SKIP;
+}

@@ -160,6 +160,30 @@ static void test_round_trip(void) {
   CHECK_STATUS(tgemm__table_insert(NULL, t, &bad, TGEMM__TABLE_REPLACE), TGEMM_INVALID_ARGUMENT);
   CHECK(tgemm__table_size(t) == 0, "nothing stored");
   tgemm__table_free(t);
+
+  /* a device's table takes only that device's rows */
+  t = tgemm__table_new(&dev);
+  tgemm__table_row foreign = random_row(&odd, 5);
+  CHECK_STATUS(tgemm__table_insert(NULL, t, &foreign, TGEMM__TABLE_REPLACE), TGEMM_INVALID_ARGUMENT);
+  /* every route of one shape comes back from one lookup */
+  tgemm__table_row per_route[TGEMM_ROUTE_COUNT];
+  for (int r = TGEMM_ROUTE_REFERENCE; r < TGEMM_ROUTE_COUNT; r++) {
+    per_route[r] = random_row(&dev, 77);
+    per_route[r].shape = per_route[TGEMM_ROUTE_REFERENCE].shape;
+    per_route[r].kernel.route = (tgemm_route)r;
+    if (r != TGEMM_ROUTE_W4A16) CHECK_OK(tgemm__table_insert(NULL, t, &per_route[r], TGEMM__TABLE_REPLACE));
+  }
+  const tgemm__table_row *found[TGEMM_ROUTE_COUNT];
+  int n_found = tgemm__table_lookup_routes(t, &per_route[TGEMM_ROUTE_REFERENCE].shape, found);
+  CHECK(n_found == TGEMM_ROUTE_COUNT - 2, "routes found: %d", n_found);
+  for (int r = TGEMM_ROUTE_REFERENCE; r < TGEMM_ROUTE_COUNT; r++)
+    CHECK(r == TGEMM_ROUTE_W4A16 ? found[r] == NULL : found[r] && (int)found[r]->kernel.route == r,
+          "route %d in its place", r);
+  tgemm__shape other_m = per_route[TGEMM_ROUTE_REFERENCE].shape;
+  other_m.m = 78;
+  CHECK(tgemm__table_lookup_routes(t, &other_m, found) == 0 && found[TGEMM_ROUTE_SKINNY] == NULL,
+        "another M finds nothing");
+  tgemm__table_free(t);
 }
 
 static void test_merge(void) {

@@ -1,4 +1,5 @@
 /* tgemm tune: parse the shape list, make a context, run the tuner. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +14,8 @@
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: tgemm tune (--shapes N,K[,M,...] ... | --preset NAME [--tp T]) -o TABLE.csv\n"
+          "usage: tgemm tune (--shapes N,K[,M,...] ... | --preset NAME [--tp T] | --from-log FILE)\n"
+          "                  -o TABLE.csv\n"
           "                  [--m 1,2,4,...] [--routes skinny,library,w4a16,w4a4]\n"
           "                  [--dtype bf16] [--out-dtype bf16] [--bias] [--backend auto|cpu|cuda]\n"
           "                  [--threads N] [--max-seconds S] [--reps N] [--no-flush] [--copies N]\n"
@@ -26,6 +28,8 @@ static void usage(FILE *f) {
           "MXFP4 rows carry their error; the router uses them only within the caller's\n"
           "error budget.\n\n"
           "  --shapes N,K[,M...]  a layer; its own M list, else --m (repeatable)\n"
+          "  --from-log FILE      the shapes a TGEMM_LOG_UNTUNED file recorded (M, N, K, bias,\n"
+          "                       dtypes as logged)\n"
           "  --preset NAME        model layers (");
   for (const char *const *n = tgemm__preset_names(); *n; n++) fprintf(f, "%s%s", n == tgemm__preset_names() ? "" : ", ", *n);
   fprintf(f,
@@ -58,8 +62,56 @@ static int parse_routes(const char *text, tgemm_route *out) {
   return n > 0 ? n : -1;
 }
 
+/* Shapes of an untuned log (src/route/untuned_log.h): "m,n,k,bias,dtype,
+ * out_dtype,device,..." after a header.  Appends to *shapes; returns the
+ * count added or -1 (with a message). */
+static int load_untuned_log(const char *path, tgemm__shape **shapes, int *n_shapes) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    fprintf(stderr, "tgemm tune: cannot open %s: %s\n", path, strerror(errno));
+    return -1;
+  }
+  char line[1024];
+  int added = 0, line_no = 0;
+  while (fgets(line, sizeof line, f)) {
+    line_no++;
+    if (line_no == 1 && !strncmp(line, "m,n,k,", 6)) continue;
+    long long m, n, k;
+    int bias;
+    char dt[16], odt[16];
+    tgemm__shape s;
+    if (sscanf(line, "%lld,%lld,%lld,%d,%15[^,],%15[^,\n]", &m, &n, &k, &bias, dt, odt) != 6 || m < 1 ||
+        n < 1 || k < 1 || (bias != 0 && bias != 1) || tgemm_dtype_parse(dt, &s.dtype) != TGEMM_OK ||
+        tgemm_dtype_parse(odt, &s.out_dtype) != TGEMM_OK) {
+      fprintf(stderr, "tgemm tune: %s:%d: not an untuned-log line; skipped\n", path, line_no);
+      continue;
+    }
+    s.m = m;
+    s.n = n;
+    s.k = k;
+    s.has_bias = bias == 1;
+    bool seen = false;
+    for (int i = 0; i < *n_shapes && !seen; i++)
+      seen = ((*shapes)[i].m == s.m && (*shapes)[i].n == s.n && (*shapes)[i].k == s.k &&
+              (*shapes)[i].dtype == s.dtype && (*shapes)[i].out_dtype == s.out_dtype &&
+              (*shapes)[i].has_bias == s.has_bias);
+    if (seen) continue;
+    tgemm__shape *grown = realloc(*shapes, (size_t)(*n_shapes + 1) * sizeof **shapes);
+    if (!grown) {
+      fclose(f);
+      fprintf(stderr, "tgemm tune: out of memory\n");
+      return -1;
+    }
+    *shapes = grown;
+    (*shapes)[(*n_shapes)++] = s;
+    added++;
+  }
+  fclose(f);
+  return added;
+}
+
 int tgemm__cmd_tune(int argc, char **argv) {
-  const char *out_path = NULL, *preset = NULL;
+  const char *out_path = NULL, *preset = NULL, *from_log = NULL;
   int tp = 1;
   layer_arg *layers = NULL;
   int n_layers = 0;
@@ -104,6 +156,8 @@ int tgemm__cmd_tune(int argc, char **argv) {
       l->k = vals[1];
       l->n_ms = n - 2;
       memcpy(l->ms, vals + 2, (size_t)l->n_ms * sizeof *l->ms);
+    } else if (!strcmp(a, "--from-log")) {
+      if (!cli_take_value(argc, argv, &i, "tune", &from_log)) goto out;
     } else if (!strcmp(a, "--preset")) {
       if (!cli_take_value(argc, argv, &i, "tune", &preset)) goto out;
     } else if (!strcmp(a, "--tp")) {
@@ -194,14 +248,9 @@ int tgemm__cmd_tune(int argc, char **argv) {
       n_layers++;
     }
   }
-  if (n_layers == 0) {
-    fprintf(stderr, "tgemm tune: give --shapes N,K[,M...] or --preset NAME\n");
-    goto out;
-  }
-
   int n_shapes = 0;
   for (int j = 0; j < n_layers; j++) n_shapes += layers[j].n_ms ? layers[j].n_ms : n_ms;
-  shapes = calloc((size_t)n_shapes, sizeof *shapes);
+  shapes = calloc((size_t)n_shapes + 1, sizeof *shapes);
   if (!shapes) goto oom;
   n_shapes = 0;
   for (int j = 0; j < n_layers; j++) {
@@ -209,6 +258,12 @@ int tgemm__cmd_tune(int argc, char **argv) {
     int count = layers[j].n_ms ? layers[j].n_ms : n_ms;
     for (int q = 0; q < count; q++)
       shapes[n_shapes++] = (tgemm__shape){list[q], layers[j].n, layers[j].k, dtype, out_dtype, bias};
+  }
+
+  if (from_log && load_untuned_log(from_log, &shapes, &n_shapes) < 0) goto out;
+  if (n_shapes == 0) {
+    fprintf(stderr, "tgemm tune: no shapes: give --shapes N,K[,M...], --preset NAME or --from-log FILE\n");
+    goto out;
   }
 
   exit_code = 1;

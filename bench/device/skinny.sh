@@ -42,5 +42,19 @@ for o in skinny_bf16 w4a16_stream; do
     /^ +\/\*[0-9a-f]+\*\// { op = $2; if (op ~ /^@/) op = $3; sub(/;$/, "", op); cnt[fn " " op]++ }
     END { for (k in cnt) print k, cnt[k] }' | sort >"$OUT/sass_$o.txt" || true
 done
-set -o pipefail
-$B/skinny_harness "$OUT" 2>&1 | tee "$OUT/log.txt"
+# Separate processes, so that a fault in one part cannot hide the others.
+# Per-point lines go to the logs; the summary tables are printed last.
+rc=0
+SKINNY_PARTS=odd $B/skinny_harness "$OUT" >"$OUT/log_odd.txt" 2>&1 || rc=1
+grep -E "^(device|copy|empty|FAIL|correctness|   odd)" "$OUT/log_odd.txt" | head -40
+if command -v compute-sanitizer >/dev/null; then
+  SKINNY_PARTS=odd-small timeout 150 compute-sanitizer --tool memcheck --print-limit 20 \
+    $B/skinny_harness "$OUT" >"$OUT/memcheck.txt" 2>&1 || rc=1
+  grep -E "ERROR SUMMARY|correctness|Invalid" "$OUT/memcheck.txt" | head -8
+fi
+for fam in w4a16_stream skinny_bf16; do
+  SKINNY_PARTS=deepseek SKINNY_ONLY=$fam $B/skinny_harness "$OUT" >"$OUT/log_$fam.txt" 2>&1 || rc=1
+  grep -E "^FAIL" "$OUT/log_$fam.txt" | head -10
+  sed -n '/^== /,$p' "$OUT/log_$fam.txt"
+done
+exit $rc

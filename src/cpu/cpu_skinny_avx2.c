@@ -72,6 +72,13 @@ static ALWAYS_INLINE void load_w16(const void *w, int64_t k, int dtype, __m256 *
   }
 }
 
+/* Where x value k sits in xf (see tgemm__cpu_skinny_convert_x_avx2). */
+static ALWAYS_INLINE int64_t x_pos(int64_t k, int dtype) {
+  if (dtype != TGEMM_BF16) return k;
+  int64_t base = k / STEP * STEP, lane = k - base;
+  return base + ((lane & 1) ? STEP / 2 + lane / 2 : lane / 2);
+}
+
 static ALWAYS_INLINE float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -97,62 +104,69 @@ static ALWAYS_INLINE void tile(const tgemm__cpu_skinny_args *a, int64_t n0, int6
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) acc[i][r] = acc2[i][r] = _mm256_setzero_ps();
 
+  /* With registers to spare, each weight and x vector is loaded once per
+   * step; otherwise (16 ymm registers) x is re-read from L1 for each
+   * weight row, which costs less than spilling accumulators. */
+  const bool x_in_regs = MT * R * (dual ? 2 : 1) + 2 * R + 2 <= 16;
   for (int64_t k = 0; k < kmain; k += STEP) {
+    if (x_in_regs) {
+      __m256 wl[8], wh[8];
 #pragma GCC unroll 8
-    for (int r = 0; r < R; r++) {
-      __m256 wl, wh;
-      load_w16(w[r], k, dtype, &wl, &wh);
+      for (int r = 0; r < R; r++) load_w16(w[r], k, dtype, &wl[r], &wh[r]);
 #pragma GCC unroll 8
       for (int i = 0; i < MT; i++) {
         const float *xr = x + i * kpad + k;
-        acc[i][r] = _mm256_fmadd_ps(wl, _mm256_load_ps(xr), acc[i][r]);
-        if (dual) acc2[i][r] = _mm256_fmadd_ps(wh, _mm256_load_ps(xr + 8), acc2[i][r]);
-        else acc[i][r] = _mm256_fmadd_ps(wh, _mm256_load_ps(xr + 8), acc[i][r]);
+        __m256 xl = _mm256_load_ps(xr), xh = _mm256_load_ps(xr + 8);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+          acc[i][r] = _mm256_fmadd_ps(wl[r], xl, acc[i][r]);
+          if (dual) acc2[i][r] = _mm256_fmadd_ps(wh[r], xh, acc2[i][r]);
+          else acc[i][r] = _mm256_fmadd_ps(wh[r], xh, acc[i][r]);
+        }
       }
-    }
-  }
-  if (kmain < a->k) {
-    /* The last partial step: copy the weights' tail into a zeroed buffer
-     * (never read past a row), against x's zero padding. */
-    _Alignas(32) unsigned char tail[STEP * 4];
-    size_t tail_bytes = (size_t)(a->k - kmain) * esz;
+    } else {
 #pragma GCC unroll 8
-    for (int r = 0; r < R; r++) {
-      memset(tail, 0, sizeof tail);
-      memcpy(tail, w[r] + (size_t)kmain * esz, tail_bytes);
-      __m256 wl, wh;
-      load_w16(tail, 0, dtype, &wl, &wh);
+      for (int r = 0; r < R; r++) {
+        __m256 wl, wh;
+        load_w16(w[r], k, dtype, &wl, &wh);
 #pragma GCC unroll 8
-      for (int i = 0; i < MT; i++) {
-        const float *xr = x + i * kpad + kmain;
-        acc[i][r] = _mm256_fmadd_ps(wl, _mm256_load_ps(xr), acc[i][r]);
-        acc2[i][r] = _mm256_fmadd_ps(wh, _mm256_load_ps(xr + 8), acc2[i][r]);
+        for (int i = 0; i < MT; i++) {
+          const float *xr = x + i * kpad + k;
+          acc[i][r] = _mm256_fmadd_ps(wl, _mm256_load_ps(xr), acc[i][r]);
+          if (dual) acc2[i][r] = _mm256_fmadd_ps(wh, _mm256_load_ps(xr + 8), acc2[i][r]);
+          else acc[i][r] = _mm256_fmadd_ps(wh, _mm256_load_ps(xr + 8), acc[i][r]);
+        }
       }
     }
   }
 #pragma GCC unroll 8
   for (int i = 0; i < MT; i++)
 #pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-      tgemm__cpu_out_store(&a->out, m0 + i, n0 + r, hsum(_mm256_add_ps(acc[i][r], acc2[i][r])));
+    for (int r = 0; r < R; r++) {
+      float sum = hsum(_mm256_add_ps(acc[i][r], acc2[i][r]));
+      /* the last partial step, in scalar code: never reads past a row */
+      for (int64_t k = kmain; k < a->k; k++)
+        sum += tgemm__load_f32(w[r], dtype, k) * x[i * kpad + x_pos(k, dtype)];
+      tgemm__cpu_out_store(&a->out, m0 + i, n0 + r, sum);
+    }
 }
 
-/* All activation rows against R weight rows: tiles of 8/R rows, then one
- * smaller tile for what is left. */
+/* All activation rows against R weight rows: tiles of 8/R rows, then what
+ * is left in tiles of 4, 2 and 1 (fewer instantiations, less code). */
 static ALWAYS_INLINE void row_group(const tgemm__cpu_skinny_args *a, int64_t n0, const int R,
                                     const int dtype) {
   const int mt_max = 8 / R;
   int64_t m0 = 0;
   for (; m0 + mt_max <= a->m; m0 += mt_max) tile(a, n0, m0, mt_max, R, dtype);
-  int left = (int)(a->m - m0);
-  if (left == 0) return;
-  if (left == 1) tile(a, n0, m0, 1, R, dtype);
-  else if (left == 2 && mt_max > 2) tile(a, n0, m0, 2, R, dtype);
-  else if (left == 3 && mt_max > 3) tile(a, n0, m0, 3, R, dtype);
-  else if (left == 4 && mt_max > 4) tile(a, n0, m0, 4, R, dtype);
-  else if (left == 5 && mt_max > 5) tile(a, n0, m0, 5, R, dtype);
-  else if (left == 6 && mt_max > 6) tile(a, n0, m0, 6, R, dtype);
-  else if (left == 7 && mt_max > 7) tile(a, n0, m0, 7, R, dtype);
+  if (mt_max > 4 && m0 + 4 <= a->m) {
+    tile(a, n0, m0, 4, R, dtype);
+    m0 += 4;
+  }
+  if (mt_max > 2 && m0 + 2 <= a->m) {
+    tile(a, n0, m0, 2, R, dtype);
+    m0 += 2;
+  }
+  if (mt_max > 1 && m0 < a->m) tile(a, n0, m0, 1, R, dtype);
 }
 
 /* Rows [n0, n1) in groups of R; (n1 - n0) is a multiple of R. */

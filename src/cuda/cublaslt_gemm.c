@@ -30,6 +30,9 @@ typedef struct lt_entry {
   bool used;
   lt_key key;
   uint64_t last_use;
+  /* The contiguous form that candidates() describes: its algorithms come
+   * from the heuristic for exactly these operands. */
+  bool standard;
   cublasLtMatmulDesc_t desc;
   cublasLtMatrixLayout_t a, b, d;
   cublasLtMatmulPreference_t pref;
@@ -51,6 +54,7 @@ struct tgemm__lt_gemm {
   size_t scratch_bytes;
   uint64_t clock;
   uint64_t builds;
+  uint64_t fallbacks;
   lt_entry slots[LT_SLOTS];
 };
 
@@ -117,8 +121,9 @@ static int64_t staged_rows(const tgemm__lt_gemm *g, int64_t m, int64_t n) {
   return fit;
 }
 
-/* The key of a shape's contiguous, 256-byte-aligned form, bias of y's
- * dtype: what candidates(), the default and validation describe. */
+/* The key of a shape's contiguous form (cudaMalloc'd buffers, ld = cols),
+ * bias of y's dtype: what candidates(), the default and validation
+ * describe, and what run() meets for such operands. */
 static tgemm_status key_for_shape(tgemm_ctx *ctx, const tgemm__lt_gemm *g,
                                   const tgemm__shape *s, lt_key *key) {
   memset(key, 0, sizeof *key);
@@ -130,7 +135,10 @@ static tgemm_status key_for_shape(tgemm_ctx *ctx, const tgemm__lt_gemm *g,
   key->ldx = s->k;
   key->ldw = s->k;
   key->ldd = s->n;
-  key->align_x = key->align_w = key->align_d = key->align_bias = LT_MAX_ALIGN;
+  /* Buffers from cudaMalloc are 256-byte aligned; the row strides decide. */
+  key->align_x = key->align_w = align_of(NULL, s->k * dtype_bytes(s->dtype));
+  key->align_d = align_of(NULL, s->n * dtype_bytes(staged ? TGEMM_F32 : s->out_dtype));
+  key->align_bias = LT_MAX_ALIGN;
   if (staged) {
     int64_t rows = staged_rows(g, s->m, s->n);
     if (rows < 1)
@@ -146,6 +154,15 @@ static tgemm_status key_for_shape(tgemm_ctx *ctx, const tgemm__lt_gemm *g,
     key->bias_dtype = s->has_bias ? (int32_t)s->out_dtype : -1;
   }
   return TGEMM_OK;
+}
+
+/* Is this the key_for_shape form of its problem? */
+static bool key_is_standard(const lt_key *key) {
+  int64_t ab = dtype_bytes(key->ab_dtype), d = dtype_bytes(key->d_dtype);
+  return key->ldx == key->k && key->ldw == key->k && key->ldd == key->n &&
+         key->align_x == align_of(NULL, key->k * ab) &&
+         key->align_w == align_of(NULL, key->k * ab) &&
+         key->align_d == align_of(NULL, key->n * d) && key->align_bias == LT_MAX_ALIGN;
 }
 
 static void entry_release(const tgemm__lt_api *api, lt_entry *e) {
@@ -164,6 +181,7 @@ static tgemm_status entry_build(tgemm_ctx *ctx, tgemm__lt_gemm *g, lt_entry *e, 
   memset(e, 0, sizeof *e);
   e->used = true;
   e->key = *key;
+  e->standard = key_is_standard(key);
   cublasStatus_t s;
   const char *call = "cublasLtMatmulDescCreate";
   s = api->desc_create(&e->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
@@ -335,7 +353,13 @@ static void kernel_from_algo(const tgemm__lt_api *api, const cublasLtMatmulAlgo_
   k->has_algo = has_algo;
 }
 
-/* cublasLtMatmulAlgoCheck, plus our own limits: workspace and alignment. */
+/* cublasLtMatmulAlgoCheck, plus our own limits: the workspace, and for
+ * operands other than the standard form (odd leading dimensions, offset
+ * pointers) the algo's minimum alignments.  The standard form's
+ * algorithms come from the heuristic, which already matched them to the
+ * alignments in the preference; their capability attributes can be
+ * stricter than what the heuristic accepts (split-K writes D through a
+ * reduction), so they are not second-guessed there. */
 static cublasStatus_t algo_fits(tgemm__lt_gemm *g, const lt_entry *e,
                                 const cublasLtMatmulAlgo_t *algo, size_t *workspace) {
   const tgemm__lt_api *api = g->api;
@@ -345,6 +369,7 @@ static cublasStatus_t algo_fits(tgemm__lt_gemm *g, const lt_entry *e,
   if (s != CUBLAS_STATUS_SUCCESS) return s;
   if (workspace) *workspace = result.workspaceSize;
   if (result.workspaceSize > g->workspace_bytes) return CUBLAS_STATUS_INVALID_VALUE;
+  if (e->standard) return CUBLAS_STATUS_SUCCESS;
   static const struct {
     cublasLtMatmulAlgoCapAttributes_t cap;
     size_t offset;
@@ -396,6 +421,8 @@ void tgemm__lt_gemm_destroy(tgemm__lt_gemm *g) {
 }
 
 uint64_t tgemm__lt_gemm_builds(const tgemm__lt_gemm *g) { return g ? g->builds : 0; }
+
+uint64_t tgemm__lt_gemm_fallbacks(const tgemm__lt_gemm *g) { return g ? g->fallbacks : 0; }
 
 /* ----------------------------------------------------------- the route */
 
@@ -534,6 +561,7 @@ static tgemm_status pick_algo(tgemm_ctx *ctx, tgemm__lt_gemm *g, lt_entry *e,
   if (!e->has_top)
     return lt_fail(ctx, e->top_status, "cublasLtMatmulAlgoGetHeuristic", &e->key,
                    "no algorithm");
+  if (kernel && kernel->has_algo) g->fallbacks++;
   *algo = &e->top;
   return TGEMM_OK;
 }
@@ -603,7 +631,7 @@ tgemm_status tgemm__lt_gemm_run(tgemm_ctx *ctx, tgemm__lt_gemm *g, const tgemm__
   key.ldd = a->n;
   key.d_dtype = TGEMM_F32;
   key.bias_dtype = -1;
-  key.align_d = align_of(g->scratch, a->n * 4);
+  key.align_d = align_of(g->scratch, a->n * 4); /* the scratch is 256-byte aligned */
   key.align_bias = LT_MAX_ALIGN;
   for (int64_t m0 = 0; m0 < a->m; m0 += rows) {
     int64_t chunk = a->m - m0 < rows ? a->m - m0 : rows;

@@ -36,8 +36,8 @@ tgemm_status tgemm__lt_gemm_create(tgemm_ctx *ctx, const tgemm__lt_api *api, voi
                                    tgemm__lt_gemm **out);
 void tgemm__lt_gemm_destroy(tgemm__lt_gemm *gemm);
 
-/* The heuristic's algorithms (up to 32, best first) for contiguous,
- * 256-byte-aligned operands with a bias of y's dtype, then split-K
+/* The heuristic's algorithms (up to 32, best first) for contiguous
+ * operands in cudaMalloc'd buffers with a bias of y's dtype, then split-K
  * variants (2, 4, 8, 16) of the first 8 where the algorithm allows it and
  * cublasLtMatmulAlgoCheck accepts them.  Each kernel is named
  * "lt_a<id>_t<tile>_s<stages>_k<splitk>" (plus _r<reduction>, _w<swizzle>,
@@ -72,5 +72,8 @@ tgemm_status tgemm__lt_gemm_run(tgemm_ctx *ctx, tgemm__lt_gemm *gemm, const tgem
 /* How many cache entries were built so far (tests: a repeated shape must
  * not build again). */
 uint64_t tgemm__lt_gemm_builds(const tgemm__lt_gemm *gemm);
+/* How many calls with a caller-given algo ran the heuristic's instead
+ * (tests: never for candidates on contiguous operands). */
+uint64_t tgemm__lt_gemm_fallbacks(const tgemm__lt_gemm *gemm);
 
 #endif

@@ -16,26 +16,11 @@
 #include "cuda/cublaslt_loader.h"
 #include "cuda/cuda_args.h"
 #include "cuda/cuda_check.h"
-#include "cuda/reference_gemm.cuh"
-
-/* The kernel families are written alongside this file; a build that lacks
- * one reports no candidates for its route (and the tests say so). */
-#if __has_include("cuda/skinny_bf16.cuh")
-#include "cuda/skinny_bf16.cuh"
-#define TGEMM__HAVE_SKINNY 1
-#endif
-#if __has_include("cuda/w4a16.cuh")
-#include "cuda/w4a16.cuh"
-#define TGEMM__HAVE_W4A16 1
-#endif
-#if __has_include("cuda/w4a4.cuh")
-#include "cuda/w4a4.cuh"
-#define TGEMM__HAVE_W4A4 1
-#endif
-#if __has_include("cuda/mxfp4_quant.cuh")
 #include "cuda/mxfp4_quant.cuh"
-#define TGEMM__HAVE_MXFP4_QUANT 1
-#endif
+#include "cuda/reference_gemm.cuh"
+#include "cuda/skinny_bf16.cuh"
+#include "cuda/w4a16.cuh"
+#include "cuda/w4a4.cuh"
 
 /* Big enough for W4A4's quantized activations at M=8192, K=16384
  * (64 MiB packed + 4 MiB scales) next to cuBLASLt's share. */
@@ -74,25 +59,19 @@ typedef struct family {
   family_run_fn run;
 } family;
 
-/* The kernel family of each route that has one (NULL where not built). */
+/* The kernel family of a route that has one (else all NULL). */
 static family family_of(tgemm_route route) {
   family f = {NULL, NULL, NULL};
   switch (route) {
-#ifdef TGEMM__HAVE_SKINNY
     case TGEMM_ROUTE_SKINNY:
       f = (family){"skinny_bf16", tgemm__skinny_bf16_candidates, tgemm__skinny_bf16_run};
       break;
-#endif
-#ifdef TGEMM__HAVE_W4A16
     case TGEMM_ROUTE_W4A16:
       f = (family){"w4a16", tgemm__w4a16_candidates, tgemm__w4a16_run};
       break;
-#endif
-#ifdef TGEMM__HAVE_W4A4
     case TGEMM_ROUTE_W4A4:
       f = (family){"w4a4", tgemm__w4a4_candidates, tgemm__w4a4_run};
       break;
-#endif
     default: break;
   }
   return f;
@@ -266,16 +245,11 @@ static int cuda_candidates(tgemm_ctx *ctx, const tgemm__shape *shape, tgemm_rout
 }
 
 static tgemm_status no_kernel(tgemm_ctx *ctx, const tgemm__shape *s, tgemm_route route) {
-  family f = family_of(route);
   return tgemm__set_error(ctx, TGEMM_UNSUPPORTED,
-                          "cuda backend: no %s kernel for M=%lld N=%lld K=%lld (x %s, y %s%s)%s",
+                          "cuda backend: no %s kernel for M=%lld N=%lld K=%lld (x %s, y %s%s)",
                           tgemm_route_name(route), (long long)s->m, (long long)s->n,
                           (long long)s->k, tgemm_dtype_name(s->dtype),
-                          tgemm_dtype_name(s->out_dtype), s->has_bias ? ", bias" : "",
-                          (route == TGEMM_ROUTE_SKINNY || route == TGEMM_ROUTE_W4A16 ||
-                           route == TGEMM_ROUTE_W4A4) && !f.candidates
-                              ? " (kernel family not in this build)"
-                              : "");
+                          tgemm_dtype_name(s->out_dtype), s->has_bias ? ", bias" : "");
 }
 
 static tgemm_status cuda_default_kernel(tgemm_ctx *ctx, const tgemm__shape *shape,
@@ -429,7 +403,6 @@ static tgemm_status cuda_quantize(tgemm_ctx *ctx, const tgemm_matrix *src,
   if ((status = need_device(ctx, src, "the matrix to quantize")) != TGEMM_OK ||
       (status = need_device(ctx, dst, "the MXFP4 output")) != TGEMM_OK)
     return status;
-#ifdef TGEMM__HAVE_MXFP4_QUANT
   cuda_state *st = state_of(ctx);
   if ((status = make_current(ctx, st)) != TGEMM_OK) return status;
   cudaError_t err = tgemm__mxfp4_quantize_cuda(
@@ -440,12 +413,6 @@ static tgemm_status cuda_quantize(tgemm_ctx *ctx, const tgemm_matrix *src,
                             (long long)src->rows, (long long)src->cols,
                             tgemm_dtype_name(src->dtype), tgemm_scale_mode_name(mode));
   return TGEMM_OK;
-#else
-  return tgemm__set_error(ctx, TGEMM_UNSUPPORTED,
-                          "cuda backend: this build has no GPU MXFP4 quantizer (%lld x %lld %s)",
-                          (long long)src->rows, (long long)src->cols,
-                          tgemm_dtype_name(src->dtype));
-#endif
 }
 
 static tgemm_status cuda_dequantize(tgemm_ctx *ctx, const tgemm_matrix *src,
@@ -454,7 +421,6 @@ static tgemm_status cuda_dequantize(tgemm_ctx *ctx, const tgemm_matrix *src,
   if ((status = need_device(ctx, src, "the MXFP4 matrix")) != TGEMM_OK ||
       (status = need_device(ctx, dst, "the dequantized output")) != TGEMM_OK)
     return status;
-#ifdef TGEMM__HAVE_MXFP4_QUANT
   cuda_state *st = state_of(ctx);
   if ((status = make_current(ctx, st)) != TGEMM_OK) return status;
   cudaError_t err = tgemm__mxfp4_dequantize_cuda(
@@ -465,11 +431,6 @@ static tgemm_status cuda_dequantize(tgemm_ctx *ctx, const tgemm_matrix *src,
                             (long long)src->rows, (long long)src->cols,
                             tgemm_dtype_name(dst->dtype));
   return TGEMM_OK;
-#else
-  return tgemm__set_error(ctx, TGEMM_UNSUPPORTED,
-                          "cuda backend: this build has no GPU MXFP4 dequantizer (%lld x %lld)",
-                          (long long)src->rows, (long long)src->cols);
-#endif
 }
 
 /* --------------------------------------------------------------- memory */
@@ -584,15 +545,7 @@ uint64_t tgemm__cuda_lt_cache_builds(const tgemm_ctx *ctx) {
   return tgemm__lt_gemm_builds(((const cuda_state *)ctx->backend_state)->gemm);
 }
 
-bool tgemm__cuda_family_built(tgemm_route route) {
-  if (route == TGEMM_ROUTE_LIBRARY || route == TGEMM_ROUTE_REFERENCE) return true;
-  return family_of(route).candidates != NULL;
-}
-
-bool tgemm__cuda_quantizer_built(void) {
-#ifdef TGEMM__HAVE_MXFP4_QUANT
-  return true;
-#else
-  return false;
-#endif
+uint64_t tgemm__cuda_lt_fallbacks(const tgemm_ctx *ctx) {
+  if (!ctx || ctx->backend != &cuda_backend || !ctx->backend_state) return 0;
+  return tgemm__lt_gemm_fallbacks(((const cuda_state *)ctx->backend_state)->gemm);
 }

@@ -10,12 +10,7 @@
 
 /* cuBLASLt cache entries built so far on a CUDA context (0 otherwise). */
 uint64_t tgemm__cuda_lt_cache_builds(const tgemm_ctx *ctx);
-
-/* Was the kernel family of a route (skinny_bf16, w4a16, w4a4) compiled
- * into this build?  Library and reference always are. */
-bool tgemm__cuda_family_built(tgemm_route route);
-
-/* Was the GPU MXFP4 quantizer (src/cuda/mxfp4_quant.cu) compiled in? */
-bool tgemm__cuda_quantizer_built(void);
+/* Library calls whose given algo did not fit and ran the heuristic's. */
+uint64_t tgemm__cuda_lt_fallbacks(const tgemm_ctx *ctx);
 
 #endif

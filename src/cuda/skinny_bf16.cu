@@ -10,7 +10,9 @@
  * fragment of lane (g, c) is then exactly the 16 bytes of x row g at the
  * same k: one plain 16-byte load, cached in L1 (x is small and shared).
  * The warps of a block, and the blocks of a cluster (split > 1), take
- * interleaved batches of K; their partial sums meet in shared memory. */
+ * interleaved batches of K; their partial sums meet in shared memory.
+ * Weights reach registers either through a register double buffer or a
+ * per-warp cp.async ring in shared memory (more bytes in flight). */
 #include <cuda_runtime.h>
 #include <limits.h>
 #include <stdio.h>
@@ -42,14 +44,19 @@ __device__ __forceinline__ uint4 load8_scalar(const unsigned short *p, long long
 }
 
 /* MT: 8-token groups (1 for M <= 8, 2 for M <= 16); WARPS per block; T row
- * tiles per warp; U 32-wide k steps per load batch; VEC: 16-byte loads
- * (aligned data) or element loads (any alignment). */
-template <int MT, int WARPS, int T, int U, bool VEC>
+ * tiles per warp; U 32-wide k steps per batch; ST: 0 = the next batch is
+ * prefetched into registers (double buffer), >= 2 = each warp streams its
+ * batches through a private ST-deep ring in shared memory with cp.async,
+ * so that ST-1 batches stay in flight without holding registers; VEC:
+ * 16-byte loads (aligned data) or element loads (any alignment, ST = 0). */
+template <int MT, int WARPS, int T, int U, int ST, bool VEC>
 __global__ void __launch_bounds__(WARPS * 32)
     skinny_bf16_kernel(const __grid_constant__ skinny_args a) {
-  constexpr int KU = 32 * U; /* k per batch */
-  constexpr int R = T * MT * 4; /* f32 accumulators per lane */
-  __shared__ float red[WARPS * R * 32];
+  static_assert(ST == 0 || (VEC && ST >= 2), "the ring needs aligned 16-byte copies");
+  constexpr int KU = 32 * U;       /* k per batch */
+  constexpr int R = T * MT * 4;    /* f32 accumulators per lane */
+  constexpr int SLOTS = T * U * 2; /* 16-byte loads per lane per batch */
+  extern __shared__ uint4 smem[];  /* rings (ST > 0), then the reduction */
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, c = lane & 3;
   const int split = a.split;
@@ -76,17 +83,6 @@ __global__ void __launch_bounds__(WARPS * 32)
   for (int r = 0; r < R; r++) acc[r] = 0.0f;
   const unsigned long long policy = tgemm_decode::evict_first_policy();
 
-  auto load_w = [&](uint4(&v)[T][U][2], long long batch) {
-#pragma unroll
-    for (int t = 0; t < T; t++)
-#pragma unroll
-      for (int j = 0; j < U; j++)
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-          const unsigned short *p = wp[t][h] + batch * KU + 32 * j;
-          v[t][j][h] = VEC ? tgemm_decode::load_stream16(p, policy) : load8_scalar(p, 8);
-        }
-  };
   auto mma_step = [&](const uint4(&v)[T][U][2], int j, const uint4(&xv)[MT]) {
 #pragma unroll
     for (int t = 0; t < T; t++)
@@ -99,37 +95,92 @@ __global__ void __launch_bounds__(WARPS * 32)
                                xv[mt].z, xv[mt].w);
       }
   };
-  auto compute = [&](const uint4(&v)[T][U][2], long long batch) {
+  auto load_x = [&](uint4(&xv)[U][MT], long long batch) {
 #pragma unroll
-    for (int j = 0; j < U; j++) {
-      uint4 xv[MT];
+    for (int j = 0; j < U; j++)
 #pragma unroll
       for (int mt = 0; mt < MT; mt++) {
         const unsigned short *p = xp[mt] + batch * KU + 32 * j;
-        xv[mt] = VEC ? __ldg(reinterpret_cast<const uint4 *>(p)) : load8_scalar(p, 8);
+        xv[j][mt] = VEC ? __ldg(reinterpret_cast<const uint4 *>(p)) : load8_scalar(p, 8);
       }
-      mma_step(v, j, xv);
-    }
   };
 
-  /* Full batches, double-buffered: the next batch's weights are in flight
-   * while this one is multiplied. */
-  const long long full = k / KU;
-  long long batch = worker;
-  uint4 va[T][U][2], vb[T][U][2];
-  if (batch < full) load_w(va, batch);
-  while (batch < full) {
-    if (batch + workers < full) load_w(vb, batch + workers);
-    compute(va, batch);
-    batch += workers;
-    if (batch >= full) break;
-    if (batch + workers < full) load_w(va, batch + workers);
-    compute(vb, batch);
-    batch += workers;
+  const long long full = k / KU; /* batches entirely inside K */
+  if constexpr (ST > 0) {
+    uint4 *ring = smem + (size_t)warp * ST * SLOTS * 32 + lane;
+    const long long mine = worker < full ? (full - 1 - worker) / workers + 1 : 0;
+    auto issue = [&](long long i) {
+      const long long batch = worker + i * workers;
+      uint4 *slot = ring + (int)(i % ST) * SLOTS * 32;
+#pragma unroll
+      for (int t = 0; t < T; t++)
+#pragma unroll
+        for (int j = 0; j < U; j++)
+#pragma unroll
+          for (int h = 0; h < 2; h++)
+            tgemm_decode::cp_async16_stream(slot + ((t * U + j) * 2 + h) * 32,
+                                            wp[t][h] + batch * KU + 32 * j, policy);
+    };
+#pragma unroll
+    for (int s = 0; s < ST - 1; s++) {
+      if (s < mine) issue(s);
+      tgemm_decode::cp_async_commit();
+    }
+    for (long long i = 0; i < mine; i++) {
+      if (i + ST - 1 < mine) issue(i + ST - 1);
+      tgemm_decode::cp_async_commit();
+      uint4 xv[U][MT];
+      load_x(xv, worker + i * workers); /* in flight while we wait */
+      tgemm_decode::cp_async_wait<ST - 1>(); /* batch i has landed */
+      const uint4 *slot = ring + (int)(i % ST) * SLOTS * 32;
+      uint4 v[T][U][2];
+#pragma unroll
+      for (int t = 0; t < T; t++)
+#pragma unroll
+        for (int j = 0; j < U; j++)
+#pragma unroll
+          for (int h = 0; h < 2; h++) v[t][j][h] = slot[((t * U + j) * 2 + h) * 32];
+#pragma unroll
+      for (int j = 0; j < U; j++) mma_step(v, j, xv[j]);
+    }
+    tgemm_decode::cp_async_wait<0>();
+  } else {
+    /* Register double buffer: the next batch's weights are in flight while
+     * this one is multiplied. */
+    auto load_w = [&](uint4(&v)[T][U][2], long long batch) {
+#pragma unroll
+      for (int t = 0; t < T; t++)
+#pragma unroll
+        for (int j = 0; j < U; j++)
+#pragma unroll
+          for (int h = 0; h < 2; h++) {
+            const unsigned short *p = wp[t][h] + batch * KU + 32 * j;
+            v[t][j][h] = VEC ? tgemm_decode::load_stream16(p, policy) : load8_scalar(p, 8);
+          }
+    };
+    auto compute = [&](const uint4(&v)[T][U][2], long long batch) {
+      uint4 xv[U][MT];
+      load_x(xv, batch);
+#pragma unroll
+      for (int j = 0; j < U; j++) mma_step(v, j, xv[j]);
+    };
+    long long batch = worker;
+    uint4 va[T][U][2], vb[T][U][2];
+    if (batch < full) load_w(va, batch);
+    while (batch < full) {
+      if (batch + workers < full) load_w(vb, batch + workers);
+      compute(va, batch);
+      batch += workers;
+      if (batch >= full) break;
+      if (batch + workers < full) load_w(va, batch + workers);
+      compute(vb, batch);
+      batch += workers;
+    }
   }
   /* The partial last batch, read with bounds checks by the worker whose
    * turn it is. */
   if (full * KU < k && worker == (int)(full % workers)) {
+    uint4 v[T][U][2];
 #pragma unroll
     for (int j = 0; j < U; j++) {
       const long long kk = full * KU + 32 * j;
@@ -139,73 +190,84 @@ __global__ void __launch_bounds__(WARPS * 32)
       for (int t = 0; t < T; t++)
 #pragma unroll
         for (int h = 0; h < 2; h++)
-          va[t][j][h] = whole ? tgemm_decode::load_stream16(wp[t][h] + kk, policy)
-                              : load8_scalar(wp[t][h] + kk, avail);
+          v[t][j][h] = whole ? tgemm_decode::load_stream16(wp[t][h] + kk, policy)
+                             : load8_scalar(wp[t][h] + kk, avail);
       uint4 xv[MT];
 #pragma unroll
       for (int mt = 0; mt < MT; mt++)
         xv[mt] = whole ? __ldg(reinterpret_cast<const uint4 *>(xp[mt] + kk))
                        : load8_scalar(xp[mt] + kk, avail);
-      mma_step(va, j, xv);
+      mma_step(v, j, xv);
     }
   }
-  tgemm_decode::reduce_and_store<WARPS, R, MT>(acc, red, split, row0, a.ep);
+  if constexpr (ST > 0) __syncthreads(); /* the rings become the reduction buffer */
+  tgemm_decode::reduce_and_store<WARPS, R, MT>(acc, reinterpret_cast<float *>(smem), split, row0,
+                                               a.ep);
 }
 
 typedef void (*kernel_fn)(skinny_args);
 
-/* The instantiated parameter grid; candidates() offers exactly these.
- * tiles x unroll stays <= 8: at 16 the double buffer spills (ptxas -v). */
-const int kWarps[] = {4, 8};
-const int kTileUnroll[][2] = {{1, 2}, {1, 4}, {2, 2}, {2, 4}, {4, 2}};
+struct skinny_config {
+  int warps, tiles, unroll, stages, split;
+};
+
+/* The instantiated kernels {warps, tiles, unroll, stages}; candidates()
+ * offers each with every useful split.  Register double buffers (stages 0)
+ * keep tiles x unroll <= 8: at 16 they spill (ptxas -v).  Rings stay
+ * <= 96 KB of shared memory per block. */
+#define TGEMM_SKINNY_CONFIGS(X)                                                           \
+  X(8, 1, 2, 0) X(8, 1, 4, 0) X(8, 2, 2, 0) X(8, 2, 4, 0) X(8, 4, 2, 0) X(4, 1, 2, 0)      \
+  X(4, 1, 4, 0) X(4, 2, 2, 0) X(4, 2, 4, 0) X(4, 4, 2, 0) X(8, 1, 1, 4) X(8, 1, 2, 4)      \
+  X(8, 2, 1, 4) X(8, 1, 1, 8) X(4, 1, 1, 4) X(4, 1, 2, 4) X(4, 2, 1, 4) X(4, 2, 2, 4)      \
+  X(4, 1, 1, 8) X(4, 1, 2, 8) X(4, 2, 1, 8)
+
+#define TGEMM_SKINNY_ROW(W, T, U, ST) {W, T, U, ST},
+const int kConfigs[][4] = {TGEMM_SKINNY_CONFIGS(TGEMM_SKINNY_ROW)};
+#undef TGEMM_SKINNY_ROW
 const int kSplit[] = {1, 2, 4, 8};
 
-kernel_fn find_vec_kernel(int mt, int warps, int tiles, int unroll) {
-#define TGEMM_SKINNY_K(MT, W, T, U) \
-  if (mt == MT && warps == W && tiles == T && unroll == U) return skinny_bf16_kernel<MT, W, T, U, true>;
-#define TGEMM_SKINNY_T(MT, W)                                                 \
-  TGEMM_SKINNY_K(MT, W, 1, 2) TGEMM_SKINNY_K(MT, W, 1, 4) TGEMM_SKINNY_K(MT, W, 2, 2) \
-  TGEMM_SKINNY_K(MT, W, 2, 4) TGEMM_SKINNY_K(MT, W, 4, 2)
-#define TGEMM_SKINNY_W(MT) TGEMM_SKINNY_T(MT, 4) TGEMM_SKINNY_T(MT, 8)
-  TGEMM_SKINNY_W(1)
-  TGEMM_SKINNY_W(2)
-#undef TGEMM_SKINNY_W
-#undef TGEMM_SKINNY_T
-#undef TGEMM_SKINNY_K
+kernel_fn find_vec_kernel(int mt, skinny_config cfg) {
+#define TGEMM_SKINNY_FIND(W, T, U, ST)                                                     \
+  if (cfg.warps == W && cfg.tiles == T && cfg.unroll == U && cfg.stages == ST)             \
+    return mt == 1 ? skinny_bf16_kernel<1, W, T, U, ST, true>                              \
+                   : skinny_bf16_kernel<2, W, T, U, ST, true>;
+  TGEMM_SKINNY_CONFIGS(TGEMM_SKINNY_FIND)
+#undef TGEMM_SKINNY_FIND
   return NULL;
 }
 
 /* The element-load fallback for unaligned operands: one configuration. */
-const int kSafeWarps = 4, kSafeTiles = 1, kSafeUnroll = 2;
+const skinny_config kSafe = {4, 1, 2, 0, 1};
 kernel_fn find_safe_kernel(int mt) {
-  return mt == 1 ? skinny_bf16_kernel<1, kSafeWarps, kSafeTiles, kSafeUnroll, false>
-                 : skinny_bf16_kernel<2, kSafeWarps, kSafeTiles, kSafeUnroll, false>;
+  return mt == 1 ? skinny_bf16_kernel<1, 4, 1, 2, 0, false> : skinny_bf16_kernel<2, 4, 1, 2, 0, false>;
 }
 
-struct skinny_config {
-  int warps, tiles, unroll, split;
-};
-
 bool config_known(skinny_config cfg) {
-  bool warps = false, tile_unroll = false, split = false;
-  for (int w : kWarps) warps |= w == cfg.warps;
-  for (const auto &tu : kTileUnroll) tile_unroll |= tu[0] == cfg.tiles && tu[1] == cfg.unroll;
+  bool kernel = false, split = false;
+  for (const auto &kc : kConfigs)
+    kernel |= kc[0] == cfg.warps && kc[1] == cfg.tiles && kc[2] == cfg.unroll && kc[3] == cfg.stages;
   for (int sp : kSplit) split |= sp == cfg.split;
-  return warps && tile_unroll && split;
+  return kernel && split;
+}
+
+/* Dynamic shared memory: the rings, or the reduction buffer if larger. */
+size_t smem_bytes(skinny_config cfg, int mt) {
+  size_t ring = (size_t)cfg.warps * cfg.stages * cfg.tiles * cfg.unroll * 2 * 32 * 16;
+  size_t red = (size_t)cfg.warps * cfg.tiles * mt * 4 * 32 * 4;
+  return ring > red ? ring : red;
 }
 
 /* Each worker (warp of the cluster) must get at least one k batch. */
 bool config_useful(const tgemm__shape *s, skinny_config cfg) {
   long long batches = (s->k + 32LL * cfg.unroll - 1) / (32LL * cfg.unroll);
-  if (cfg.split > 1 && batches < (long long)cfg.split * cfg.warps) return false;
-  return true;
+  return cfg.split == 1 || batches >= (long long)cfg.split * cfg.warps;
 }
 
 /* The built-in choice.  Rule of thumb until the device measurements below
- * replace it: one 16-row tile per warp, 8 warps, 4 steps in flight, and
- * split K across a cluster until there are about two blocks per SM. */
+ * replace it: split K across a cluster until there are about two blocks
+ * per SM. */
 skinny_config default_config(const tgemm__shape *s, int sm_count) {
-  skinny_config cfg = {8, 1, 4, 1};
+  skinny_config cfg = {8, 1, 2, 4, 1};
   long long groups = (s->n + 16LL * cfg.tiles - 1) / (16LL * cfg.tiles);
   while (cfg.split < 8 && groups * cfg.split < 2LL * sm_count) {
     skinny_config next = cfg;
@@ -219,12 +281,13 @@ skinny_config default_config(const tgemm__shape *s, int sm_count) {
 void fill_kernel(tgemm__kernel *out, skinny_config cfg) {
   memset(out, 0, sizeof *out);
   out->route = TGEMM_ROUTE_SKINNY;
-  snprintf(out->name, sizeof out->name, "skinny_bf16_w%d_t%d_u%d_s%d", cfg.warps, cfg.tiles,
-           cfg.unroll, cfg.split);
+  snprintf(out->name, sizeof out->name, "skinny_bf16_w%d_t%d_u%d_p%d_s%d", cfg.warps, cfg.tiles,
+           cfg.unroll, cfg.stages, cfg.split);
   out->params[0] = cfg.warps;
   out->params[1] = cfg.tiles;
   out->params[2] = cfg.unroll;
   out->params[3] = cfg.split;
+  out->params[4] = cfg.stages;
 }
 
 bool shape_ok(const tgemm__shape *s) {
@@ -240,17 +303,16 @@ extern "C" int tgemm__skinny_bf16_candidates(const tgemm__shape *shape, int sm_c
                                              tgemm__kernel *out, int cap) {
   if (!shape_ok(shape) || !out || cap <= 0) return 0;
   if (sm_count <= 0) sm_count = 132;
-  skinny_config best = default_config(shape, sm_count);
+  const skinny_config best = default_config(shape, sm_count);
   int count = 0;
   fill_kernel(&out[count++], best);
-  for (int w : kWarps)
-    for (const auto &tu : kTileUnroll)
-      for (int sp : kSplit) {
-        if (count >= cap) return count;
-        skinny_config cfg = {w, tu[0], tu[1], sp};
-        if (!memcmp(&cfg, &best, sizeof cfg) || !config_useful(shape, cfg)) continue;
-        fill_kernel(&out[count++], cfg);
-      }
+  for (const auto &kc : kConfigs)
+    for (int sp : kSplit) {
+      if (count >= cap) return count;
+      const skinny_config cfg = {kc[0], kc[1], kc[2], kc[3], sp};
+      if (!memcmp(&cfg, &best, sizeof cfg) || !config_useful(shape, cfg)) continue;
+      fill_kernel(&out[count++], cfg);
+    }
   return count;
 }
 
@@ -259,10 +321,10 @@ extern "C" cudaError_t tgemm__skinny_bf16_run(const tgemm__kernel *kernel,
   if (!kernel || !args || kernel->route != TGEMM_ROUTE_SKINNY) return cudaErrorInvalidValue;
   if (strncmp(kernel->name, "skinny_bf16_", 12) != 0) return cudaErrorInvalidValue;
   skinny_config cfg = {kernel->params[0], kernel->params[1], kernel->params[2],
-                       kernel->params[3]};
+                       kernel->params[4], kernel->params[3]};
   if (!config_known(cfg)) return cudaErrorInvalidValue;
-  tgemm__shape shape = {args->m, args->n, args->k, args->x_dtype, args->y_dtype,
-                        args->bias != NULL};
+  const tgemm__shape shape = {args->m, args->n, args->k, args->x_dtype, args->y_dtype,
+                              args->bias != NULL};
   if (!shape_ok(&shape) || args->w_dtype != TGEMM_BF16 || !args->x || !args->w || !args->y)
     return cudaErrorInvalidValue;
   if (args->ldx < args->k || args->ldw < args->k || args->ldy < args->n)
@@ -270,21 +332,26 @@ extern "C" cudaError_t tgemm__skinny_bf16_run(const tgemm__kernel *kernel,
   if (args->bias && args->bias_dtype != TGEMM_BF16 && args->bias_dtype != TGEMM_F32 &&
       args->bias_dtype != TGEMM_F16)
     return cudaErrorInvalidValue;
-  if (args->m <= 0 || args->n <= 0) return cudaSuccess;
 
   const int mt = args->m > 8 ? 2 : 1;
   const bool aligned = ((uintptr_t)args->x % 16 == 0) && ((uintptr_t)args->w % 16 == 0) &&
                        args->ldx % 8 == 0 && args->ldw % 8 == 0;
   kernel_fn fn;
   if (aligned) {
-    fn = find_vec_kernel(mt, cfg.warps, cfg.tiles, cfg.unroll);
+    fn = find_vec_kernel(mt, cfg);
   } else {
-    cfg.warps = kSafeWarps;
-    cfg.tiles = kSafeTiles;
-    cfg.unroll = kSafeUnroll;
+    const int split = cfg.split;
+    cfg = kSafe;
+    cfg.split = split;
     fn = find_safe_kernel(mt);
   }
   if (!fn) return cudaErrorInvalidValue;
+  const size_t smem = smem_bytes(cfg, mt);
+  if (smem > 48 * 1024) {
+    /* Not a stream operation: legal during graph capture. */
+    cudaError_t err = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (err != cudaSuccess) return err;
+  }
 
   skinny_args a;
   a.x = static_cast<const unsigned short *>(args->x);
@@ -305,6 +372,7 @@ extern "C" cudaError_t tgemm__skinny_bf16_run(const tgemm__kernel *kernel,
   cudaLaunchConfig_t launch = {};
   launch.gridDim = dim3((unsigned)(groups * cfg.split));
   launch.blockDim = dim3(32u * cfg.warps);
+  launch.dynamicSmemBytes = smem;
   launch.stream = args->stream;
   cudaLaunchAttribute attr[1];
   if (cfg.split > 1) {

@@ -77,6 +77,32 @@ __device__ __forceinline__ uint4 load_stream16(const void *ptr, unsigned long lo
   return v;
 }
 
+/* 16-byte global -> shared copy that bypasses L1, evicts first from L2 and
+ * prefetches 256 bytes into L2: the weight stream of the ring kernels. */
+__device__ __forceinline__ void cp_async16_stream(void *smem, const void *gmem,
+                                                  unsigned long long policy) {
+  const unsigned dst = (unsigned)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint.L2::256B [%0], [%1], 16, %2;" ::"r"(dst),
+               "l"(gmem), "l"(policy)
+               : "memory");
+}
+
+/* 4-byte global -> shared copy (MXFP4 scales). */
+__device__ __forceinline__ void cp_async4(void *smem, const void *gmem) {
+  const unsigned dst = (unsigned)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(dst), "l"(gmem) : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
+/* Wait until at most N of this thread's copy groups are still in flight. */
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
 /* d += A·B for one m16n8k16 bf16 tile with f32 accumulation.  A: 16 weight
  * rows × 16 k, B: 16 k × 8 tokens (PTX fragment layout). */
 __device__ __forceinline__ void mma_bf16(float (&d)[4], unsigned a0, unsigned a1, unsigned a2,

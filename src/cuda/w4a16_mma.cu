@@ -716,6 +716,9 @@ extern "C" int tgemm__mx_mma_candidates(const tgemm__shape *shape, int sm_count,
   const int nt = tiles_for_m(shape->m, tiles);
   int count = 0;
   for (int i = 0; i < nt && count < cap; i++) {
+    /* f16 W4A16 keeps 128 accumulators plus per-block partials at 128x256:
+     * it spills there, so it is not offered. */
+    if (tiles[i] == 4 && route == TGEMM_ROUTE_W4A16 && shape->dtype == TGEMM_F16) continue;
     const int s = tgemm__mx_pick_splits(tiles[i], shape->m, shape->n, shape->k, sm_count);
     put_kernel(&out[count++], route, prefix, tiles[i], s);
     if (s > 1 && count < cap) put_kernel(&out[count++], route, prefix, tiles[i], 1);

@@ -3,9 +3,10 @@
  *
  * Eight blocks (256 values) go through together: one pass finds the eight
  * block maxima with integer max on |v| bits and computes the eight scale
- * bytes in one vector, a second pass (from L1) encodes.  Like all float
- * code in the library it assumes the default rounding mode (nearest even)
- * and no flush-to-zero. */
+ * bytes in one vector; a second pass (from L1) encodes 8 values with one
+ * FMA and a few integer ops, then packs codes, signs and nibbles with byte
+ * shuffles.  Like all float code in the library it assumes the default
+ * rounding mode (nearest even) and no flush-to-zero. */
 #include <immintrin.h>
 #include <string.h>
 
@@ -30,36 +31,48 @@ static uint32_t scale_bias(tgemm_scale_mode mode) {
   }
 }
 
-/* The E2M1 magnitude code of y = |v| / 2^s, 0 <= y < 8 (y < 8 holds in
- * every mode since s >= floor(log2(amax)) - 2); codes above 7 come out as 8
- * and are clamped by the caller.
+/* Per-block constants of the encoder, derived from the scale byte. */
+typedef struct block_consts {
+  __m256 mult;      /* 2^-s */
+  __m256i floor;    /* binade of y = 1 (k = 0), in v's exponent: byte << 23 */
+  __m256i offset;   /* ((149 - byte) << 23) - 2 * byte, see below */
+} block_consts;
+
+/* The E2M1 magnitude code of y = |v| / 2^s (0 <= y < 8: s >= floor(log2
+ * amax) - 2 in every mode; a code of 8 is clamped by the caller).
+ *
  * Adding a "magic" number M whose ulp is the E2M1 step at y's binade (0.5
  * below 2, then 1, then 2) rounds y onto the grid, ties to even, and leaves
  * the step count in the low mantissa bits.  M = 2^(22+k) + 2k ulps for
- * binade k in {0, 1, 2} (k = 0 also below 1): the 2k extra ulps are even,
- * so tie parity is unchanged, and they add the codes below the binade, so
- * the low 4 bits of y + M are the code. */
-static inline __m256i encode_magnitude(__m256 y) {
+ * binade k = clamp(floor(log2 y), 0, 2): the 2k extra ulps are even, so tie
+ * parity is unchanged, and they add the codes below the binade, so the low
+ * 4 bits of y + M are the code.  With b = the bits of 2^k,
+ * M = b + (22 << 23) - 254 + (b >> 22).
+ *
+ * b is found from v's exponent bits shifted by s: max(exp(v), byte << 23)
+ * is b + (s << 23) (f32 subnormal v lands on k = 0, right since y < 2
+ * there), which folds s into the per-block offset.  y is never formed: one
+ * FMA computes |v| * 2^-s + M with a single rounding, equal to the
+ * reference's exact product then sum (a product below 2^-126 rounds to M
+ * either way). */
+static inline __m256i encode_magnitude(__m256 v, const block_consts *c) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   const __m256i exp_mask = _mm256_set1_epi32(0x7f800000);
-  const __m256i one_bits = _mm256_set1_epi32(0x3f800000);
-  /* (binade + 22) << 23, plus 2k = (binade_bits >> 22) - 254 */
-  const __m256i magic_offset = _mm256_set1_epi32((22 << 23) - 254);
-  __m256i binade = _mm256_max_epi32(_mm256_and_si256(_mm256_castps_si256(y), exp_mask), one_bits);
-  __m256i magic = _mm256_add_epi32(_mm256_add_epi32(binade, magic_offset),
+  __m256i binade = _mm256_max_epi32(_mm256_and_si256(_mm256_castps_si256(v), exp_mask), c->floor);
+  __m256i magic = _mm256_add_epi32(_mm256_add_epi32(binade, c->offset),
                                    _mm256_srli_epi32(binade, 22));
-  __m256i rounded = _mm256_castps_si256(_mm256_add_ps(y, _mm256_castsi256_ps(magic)));
-  return _mm256_and_si256(rounded, _mm256_set1_epi32(0xf));
+  __m256 rounded = _mm256_fmadd_ps(_mm256_and_ps(v, abs_mask), c->mult,
+                                   _mm256_castsi256_ps(magic));
+  return _mm256_and_si256(_mm256_castps_si256(rounded), _mm256_set1_epi32(0xf));
 }
 
-/* Quantize one block of 32 values given its multiplier 2^-s; writes 16
- * packed bytes. */
-static inline void encode_block(const float *src, __m256 mult, uint8_t *packed) {
-  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+/* Quantize one block of 32 values; writes 16 packed bytes. */
+static inline void encode_block(const float *src, const block_consts *c, uint8_t *packed) {
   __m256 v[4];
   __m256i code[4];
   for (int k = 0; k < 4; k++) {
     v[k] = _mm256_loadu_ps(src + 8 * k);
-    code[k] = encode_magnitude(_mm256_mul_ps(_mm256_and_ps(v[k], abs_mask), mult));
+    code[k] = encode_magnitude(v[k], c);
   }
   /* Codes and signs to bytes the same way; in-lane packing leaves each
    * 128-bit lane holding elements [0..3] of every vector, then [4..7]. */
@@ -113,6 +126,10 @@ static inline void quantize_group(const float *src, uint8_t *packed, uint8_t *sc
   byte = _mm256_max_epi32(byte, _mm256_setzero_si256());
   /* 2^-s = 2^(127 - byte): exponent field 254 - byte, always normal here */
   __m256i mult = _mm256_slli_epi32(_mm256_sub_epi32(_mm256_set1_epi32(254), byte), 23);
+  __m256i floor = _mm256_slli_epi32(byte, 23);
+  __m256i offset = _mm256_sub_epi32(
+      _mm256_slli_epi32(_mm256_sub_epi32(_mm256_set1_epi32(149), byte), 23),
+      _mm256_add_epi32(byte, byte));
   byte = _mm256_or_si256(byte, bad);
 
   /* 8 scale bytes: low byte of each dword */
@@ -124,11 +141,17 @@ static inline void quantize_group(const float *src, uint8_t *packed, uint8_t *sc
   uint64_t all8 = (uint64_t)lo4 | ((uint64_t)hi4 << 32);
   memcpy(scales, &all8, 8);
 
-  float mult_f[GROUP_BLOCKS] __attribute__((aligned(32)));
-  _mm256_store_si256((__m256i *)mult_f, mult);
-  for (int b = 0; b < GROUP_BLOCKS; b++)
-    encode_block(src + b * TGEMM__MX_BLOCK, _mm256_broadcast_ss(&mult_f[b]),
-                 packed + b * (TGEMM__MX_BLOCK / 2));
+  int32_t mult_b[GROUP_BLOCKS] __attribute__((aligned(32)));
+  int32_t floor_b[GROUP_BLOCKS] __attribute__((aligned(32)));
+  int32_t offset_b[GROUP_BLOCKS] __attribute__((aligned(32)));
+  _mm256_store_si256((__m256i *)mult_b, mult);
+  _mm256_store_si256((__m256i *)floor_b, floor);
+  _mm256_store_si256((__m256i *)offset_b, offset);
+  for (int b = 0; b < GROUP_BLOCKS; b++) {
+    block_consts c = {_mm256_castsi256_ps(_mm256_set1_epi32(mult_b[b])),
+                      _mm256_set1_epi32(floor_b[b]), _mm256_set1_epi32(offset_b[b])};
+    encode_block(src + b * TGEMM__MX_BLOCK, &c, packed + b * (TGEMM__MX_BLOCK / 2));
+  }
 
   /* Blocks with NaN/Inf: codes are 0 (rare, so fixed up afterwards). */
   unsigned bad_bits = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(bad));

@@ -69,10 +69,12 @@ uint8_t tgemm__e2m1_encode(float scaled) {
   if (isnan(scaled)) return 0;
   float a = fabsf(scaled);
   if (a > 6.0f) a = 6.0f;
-  uint8_t code = 0;
+  /* The code is the number of midpoints a has passed (the midpoints
+   * increase); a tie passes when the code above it is even. */
+  int code = 0;
   for (int k = 0; k < 7; k++) {
-    int upper = k + 1;
-    if (a > midpoint[k] || (a == midpoint[k] && upper % 2 == 0)) code = (uint8_t)upper;
+    int upper_is_even = (k + 1) % 2 == 0;
+    code += a > midpoint[k] || (a == midpoint[k] && upper_is_even);
   }
   return (uint8_t)(code | sign);
 }

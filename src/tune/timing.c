@@ -9,8 +9,10 @@
 
 #include "tune/workload.h"
 
-/* Groups of tiny host runs stay below this many calls per interval. */
+/* Groups of tiny runs stay below this many calls per interval. */
 #define MAX_GROUP 4096
+/* Samples taken whenever the budget allows them (see below). */
+#define MIN_REPS 3
 
 double tgemm__now_s(void) {
   struct timespec ts;
@@ -23,7 +25,7 @@ void tgemm__timing_options_default(tgemm__timing_options *opt) {
   opt->max_reps = 100;
   opt->max_seconds = 1.0;
   opt->flush_cache = true;
-  opt->min_interval_us = 50.0;
+  opt->min_interval_us = 100.0;
 }
 
 static int compare_double(const void *a, const void *b) {
@@ -83,18 +85,28 @@ tgemm_status tgemm__time_kernel(tgemm_ctx *ctx, const tgemm__kernel *kernel, con
     if ((st = timed_runs(ctx, kernel, shape, sets, n_sets, &next_set, 1, &est_us)) != TGEMM_OK) goto done;
   }
 
-  /* Tiny kernels on a host clock: time groups of calls. */
+  /* Without flushes, time groups of calls when one call is short: on a host
+   * clock the clock's own cost, on a GPU the launch gap after each
+   * synchronizing timer_stop, would otherwise be part of the sample.  (A
+   * flush before each run keeps the GPU busy while the run is queued, so
+   * there is no gap to hide.) */
   int group = 1;
-  if (!flush && be->location == TGEMM_HOST && isfinite(est_us) && est_us < opt.min_interval_us) {
+  if (!flush && isfinite(est_us) && est_us < opt.min_interval_us) {
     double g = ceil(opt.min_interval_us / (est_us > 0.01 ? est_us : 0.01));
     group = g > MAX_GROUP ? MAX_GROUP : (int)g;
   }
 
+  /* A sample that a stall (preemption, a page fault storm) made long must
+   * not end the timing alone: while the warm-up says MIN_REPS samples fit
+   * the budget, take them, up to a hard limit of 4x the budget. */
+  double planned_s = isfinite(est_us) ? est_us * group * 1e-6 : INFINITY;
   int reps = 0, calls = 0;
   double last_iter_s = 0;
   while (reps < opt.max_reps) {
     double start = tgemm__now_s();
-    if (reps > 0 && start - t0 + last_iter_s > opt.max_seconds) break;
+    bool owed = reps < MIN_REPS && planned_s * MIN_REPS <= opt.max_seconds &&
+                start - t0 < 4 * opt.max_seconds;
+    if (reps > 0 && !owed && start - t0 + last_iter_s > opt.max_seconds) break;
     if (flush && (st = be->flush_cache(ctx)) != TGEMM_OK) goto done;
     double us;
     if ((st = timed_runs(ctx, kernel, shape, sets, n_sets, &next_set, group, &us)) != TGEMM_OK) goto done;

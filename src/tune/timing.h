@@ -15,12 +15,12 @@ typedef struct tgemm__timing_options {
   double max_seconds; /* wall budget for this kernel, warm-up included;
                          at least one timed repetition always runs */
   bool flush_cache;   /* backend->flush_cache before every timed run */
-  /* Host backends only, and only without flush_cache: time groups of runs
-   * so that each timed interval is at least this long (clock overhead). */
+  /* Without flush_cache: time groups of runs so that each timed interval is
+   * at least this long (host clock cost, GPU launch gaps). */
   double min_interval_us;
 } tgemm__timing_options;
 
-/* warmup 3, max_reps 100, max_seconds 1, flush on, min_interval_us 50. */
+/* warmup 3, max_reps 100, max_seconds 1, flush on, min_interval_us 100. */
 void tgemm__timing_options_default(tgemm__timing_options *opt);
 
 typedef struct tgemm__timing {

@@ -57,6 +57,13 @@ static const char *error_problem(tgemm_route route, double vs_dense, double vs_e
   return NULL;
 }
 
+/* The split-K a kernel reports: a cuBLASLt kernel (one carrying a raw
+ * algo) keeps it in params[3] (src/cuda/cublaslt_gemm.c); others say
+ * nothing (0). */
+static int32_t split_k_of(const tgemm__kernel *k) {
+  return k->has_algo && k->params[3] > 0 ? k->params[3] : 0;
+}
+
 typedef struct route_result {
   bool have;
   tgemm__table_row row;
@@ -113,7 +120,7 @@ static void tune_route(tgemm_ctx *ctx, const tgemm__tune_options *opt, tgemm__wo
     r->device = ctx->device_key;
     r->shape = *s;
     r->kernel = *kernel;
-    r->split_k = 0;
+    r->split_k = split_k_of(kernel);
     r->us = t.median_us;
     r->tflops = tgemm__shape_flops(s) / (t.median_us * 1e6);
     r->gbps = tgemm__shape_bytes(s, tgemm__route_weight_dtype(s, route)) / (t.median_us * 1e3);

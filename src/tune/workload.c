@@ -61,17 +61,28 @@ static uint64_t splitmix(uint64_t *s) {
 
 static double unit(uint64_t *s) { return (double)(splitmix(s) >> 11) * (1.0 / 9007199254740992.0); }
 
-/* n values of N(0,1) (Box-Muller, both outputs used) stored as dtype. */
-static void fill_normal(void *dst, tgemm_dtype dtype, int64_t n, uint64_t *rng) {
-  for (int64_t i = 0; i < n; i += 2) {
-    double u1 = unit(rng), u2 = unit(rng);
-    if (u1 < 1e-300) u1 = 1e-300;
-    double r = sqrt(-2.0 * log(u1));
-    float v[2] = {(float)(r * cos(6.283185307179586 * u2)), (float)(r * sin(6.283185307179586 * u2))};
-    for (int j = 0; j < 2 && i + j < n; j++) {
-      if (dtype == TGEMM_F32) ((float *)dst)[i + j] = v[j];
-      else if (dtype == TGEMM_F16) ((uint16_t *)dst)[i + j] = tgemm__f32_to_f16(v[j]);
-      else ((uint16_t *)dst)[i + j] = tgemm__f32_to_bf16(v[j]);
+/* Values per independently seeded chunk: the fill is the same whatever
+ * the thread count. */
+#define FILL_CHUNK 65536
+
+/* n values of N(0,1) (Box-Muller, both outputs used) stored as dtype, in
+ * parallel; stream `stream` of `seed`. */
+static void fill_normal(void *dst, tgemm_dtype dtype, int64_t n, uint64_t seed, uint64_t stream) {
+  int64_t n_chunks = (n + FILL_CHUNK - 1) / FILL_CHUNK;
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < n_chunks; c++) {
+    uint64_t rng = seed ^ (stream * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)c * 0xd1b54a32d192ed03ull);
+    int64_t end = (c + 1) * FILL_CHUNK < n ? (c + 1) * FILL_CHUNK : n;
+    for (int64_t i = c * FILL_CHUNK; i < end; i += 2) {
+      double u1 = unit(&rng), u2 = unit(&rng);
+      if (u1 < 1e-300) u1 = 1e-300;
+      double r = sqrt(-2.0 * log(u1));
+      float v[2] = {(float)(r * cos(6.283185307179586 * u2)), (float)(r * sin(6.283185307179586 * u2))};
+      for (int j = 0; j < 2 && i + j < end; j++) {
+        if (dtype == TGEMM_F32) ((float *)dst)[i + j] = v[j];
+        else if (dtype == TGEMM_F16) ((uint16_t *)dst)[i + j] = tgemm__f32_to_f16(v[j]);
+        else ((uint16_t *)dst)[i + j] = tgemm__f32_to_bf16(v[j]);
+      }
     }
   }
 }
@@ -193,7 +204,6 @@ tgemm_status tgemm__workload_create(tgemm_ctx *ctx, const tgemm__shape *shape, i
   wl->mode = ctx->options.scale_mode;
   wl->has_mxfp4 = want_mxfp4;
   wl->n_check = s->m <= CHECK_ALL_ROWS_UP_TO ? (int)s->m : CHECK_SPREAD_ROWS;
-  uint64_t rng = seed ^ 0x5eed5eed5eedull;
   tgemm_status st = TGEMM_OK;
 #define FAIL_OOM()                                                                     \
   do {                                                                                 \
@@ -214,8 +224,8 @@ tgemm_status tgemm__workload_create(tgemm_ctx *ctx, const tgemm__shape *shape, i
     free(hx);
     FAIL_OOM();
   }
-  fill_normal(hx, s->dtype, s->m * s->k, &rng);
-  fill_normal(wl->hw, s->dtype, s->n * s->k, &rng);
+  fill_normal(hx, s->dtype, s->m * s->k, seed, 1);
+  fill_normal(wl->hw, s->dtype, s->n * s->k, seed, 2);
   for (int i = 0; i < wl->n_check; i++) {
     wl->check_rows[i] = wl->n_check == s->m ? i : (int64_t)i * (s->m - 1) / (CHECK_SPREAD_ROWS - 1);
     memcpy((char *)wl->hx_rows + (size_t)i * x_row, (char *)hx + (size_t)wl->check_rows[i] * x_row, x_row);
@@ -228,7 +238,7 @@ tgemm_status tgemm__workload_create(tgemm_ctx *ctx, const tgemm__shape *shape, i
   if (s->has_bias) {
     wl->hbias = malloc(b_bytes);
     if (!wl->hbias) FAIL_OOM();
-    fill_normal(wl->hbias, s->out_dtype, s->n, &rng);
+    fill_normal(wl->hbias, s->out_dtype, s->n, seed, 3);
     if ((st = alloc_upload(ctx, wl->hbias, b_bytes, &wl->dbias)) != TGEMM_OK) goto done;
     wl->bias = tgemm_matrix_dense(wl->dbias, s->out_dtype, 1, s->n, ctx->backend->location);
   }

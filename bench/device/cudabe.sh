@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The CUDA backend's GPU tests on the device machine: test_cuda_backend,
+# test_cuda_graph, test_cuda_kernels, then compute-sanitizer memcheck over
+# test_cuda_kernels with the reduced shape set (TGEMM_TEST_QUICK=1).
+#   bash bench/device/cudabe.sh --pack   here: build (-DTGEMM_CUDA=ON) and pack
+#                                        the three tests with their shared
+#                                        libraries into build-cudabe-carry/
+#   bash bench/device/cudabe.sh          device: unpack and run (carry
+#                                        build-cudabe-carry); logs in $OUT
+# Building here and carrying the binaries saves device time; the device
+# image has no OpenBLAS, so libopenblas and its runtime go along.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+P=build-cudabe-carry
+if [ "${1:-}" = "--pack" ]; then
+  B=${B:-build-cudabe}
+  cmake -S . -B "$B" -DTGEMM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null &&
+    cmake --build "$B" -j2 --target test_cuda_backend test_cuda_graph test_cuda_kernels || exit 1
+  S=$(mktemp -d)
+  mkdir -p "$S/lib" "$P"
+  cp "$B"/test_cuda_backend "$B"/test_cuda_graph "$B"/test_cuda_kernels "$S/"
+  for l in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libgomp.so.1; do
+    cp -L "/lib/x86_64-linux-gnu/$l" "$S/lib/"
+  done
+  tar cJf "$P/pack.tar.xz" -C "$S" . && rm -rf "$S"
+  ls -la "$P"
+  exit 0
+fi
+
+OUT=${OUT:-/tmp/cudabe_out}
+mkdir -p "$OUT"
+R=$(mktemp -d)
+tar xJf "$P/pack.tar.xz" -C "$R" || exit 1
+export LD_LIBRARY_PATH="$R/lib:${LD_LIBRARY_PATH:-}"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
+echo "cuBLASLt in ld cache: $(ldconfig -p | grep -c libcublasLt)"
+rc=0
+for t in test_cuda_backend test_cuda_graph test_cuda_kernels; do
+  SECONDS=0
+  timeout 150 "$R/$t" >"$OUT/$t.txt" 2>&1
+  r=$?
+  echo "== $t rc=$r (${SECONDS} s)"
+  [ $r -ne 0 ] && rc=1
+  grep -E "FAIL|warning" "$OUT/$t.txt" | head -25
+  tail -14 "$OUT/$t.txt"
+done
+CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+SECONDS=0
+TGEMM_TEST_QUICK=1 timeout 140 "$CS" --tool memcheck --print-limit 20 \
+  --error-exitcode 9 "$R/test_cuda_kernels" >"$OUT/memcheck.txt" 2>&1
+r=$?
+echo "== memcheck test_cuda_kernels (quick) rc=$r (${SECONDS} s)"
+[ $r -ne 0 ] && rc=1
+grep -E "ERROR SUMMARY|Invalid|FAIL" "$OUT/memcheck.txt" | head -20
+tail -12 "$OUT/memcheck.txt"
+exit $rc

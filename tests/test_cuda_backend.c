@@ -9,6 +9,7 @@
  *   workspace); odd leading dimensions and misaligned pointers; the
  *   descriptor cache not rebuilding a seen shape; clear errors for host
  *   pointers and missing weight forms.
+ * TGEMM_TEST_QUICK=1 leaves out the (printed) call-overhead timing.
  * Exit 77 when the GPU part could not run. */
 #include "test_util.h"
 
@@ -225,6 +226,7 @@ static void check_library(tgemm_ctx *ctx, const lt_problem *p, bool all_candidat
   }
   tgemm__kernel def;
   CHECK_OK(ctx->backend->default_kernel(ctx, &shape, TGEMM_ROUTE_LIBRARY, &def));
+  uint64_t fallbacks = tgemm__cuda_lt_fallbacks(ctx);
   double max_err = 0;
   for (int c = 0; c < count; c++) {
     CHECK_OK(tgemm_memcpy(ctx, y_dev, y_poison, y_bytes, TGEMM_COPY_HOST_TO_DEVICE));
@@ -258,6 +260,12 @@ static void check_library(tgemm_ctx *ctx, const lt_problem *p, bool all_candidat
           name, (long long)m, (long long)n, (long long)k, tgemm_dtype_name(p->x_dtype),
           tgemm_dtype_name(p->y_dtype), p->bias, (long long)ldx, (long long)p->x_offset, err, tol);
   }
+  /* On contiguous operands every candidate runs as itself. */
+  if (p->ldx_pad == 0 && p->x_offset == 0)
+    CHECK(tgemm__cuda_lt_fallbacks(ctx) == fallbacks,
+          "%llu candidate run(s) fell back to the heuristic's algorithm (M=%lld N=%lld K=%lld)",
+          (unsigned long long)(tgemm__cuda_lt_fallbacks(ctx) - fallbacks), (long long)m,
+          (long long)n, (long long)k);
   printf("library M=%-4lld N=%-4lld K=%-4lld x %-4s y %-4s bias %-4s ldx %-5lld off %lld: %2d "
          "kernel(s), max rel err %.3g (default %s)\n",
          (long long)m, (long long)n, (long long)k, tgemm_dtype_name(p->x_dtype),
@@ -337,6 +345,46 @@ static void check_errors(tgemm_ctx *ctx) {
   tgemm_free(ctx, y_dev);
 }
 
+/* Host cost of one library call on a cached shape (router + cache lookup
+ * + cublasLtMatmul enqueue), and its GPU time.  Printed, not tested. */
+static void report_call_overhead(tgemm_ctx *ctx) {
+  const int64_t m = 1, n = 2112, k = 7168;
+  const int calls = 2000;
+  size_t xb = (size_t)(m * k) * 2, wb = (size_t)(n * k) * 2, yb = (size_t)(m * n) * 2;
+  void *x_host = malloc(xb), *w_host = malloc(wb);
+  test_fill_normal(x_host, TGEMM_BF16, (size_t)(m * k), 1.0f);
+  test_fill_normal(w_host, TGEMM_BF16, (size_t)(n * k), 1.0f);
+  void *x_dev = upload(ctx, x_host, xb), *w_dev = upload(ctx, w_host, wb), *y_dev = NULL;
+  CHECK_OK(tgemm_malloc(ctx, yb, &y_dev));
+  tgemm_matrix x = tgemm_matrix_dense(x_dev, TGEMM_BF16, m, k, TGEMM_DEVICE);
+  tgemm_matrix wm = tgemm_matrix_dense(w_dev, TGEMM_BF16, n, k, TGEMM_DEVICE);
+  tgemm_matrix y = tgemm_matrix_dense(y_dev, TGEMM_BF16, m, n, TGEMM_DEVICE);
+  tgemm_weight *weight = NULL;
+  CHECK_OK(tgemm_weight_create(ctx, &wm, NULL, &weight));
+  tgemm_linear_options lo;
+  tgemm_linear_options_default(&lo);
+  lo.route = TGEMM_ROUTE_LIBRARY;
+  CHECK_OK(tgemm_linear(ctx, &x, weight, NULL, &y, &lo, NULL)); /* builds the cache entry */
+  CHECK_OK(tgemm_synchronize(ctx));
+  struct timespec t0, t1;
+  double gpu_us = 0;
+  CHECK_OK(ctx->backend->timer_start(ctx));
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (int i = 0; i < calls; i++) CHECK_OK(tgemm_linear(ctx, &x, weight, NULL, &y, &lo, NULL));
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  CHECK_OK(ctx->backend->timer_stop(ctx, &gpu_us));
+  double host_us = ((double)(t1.tv_sec - t0.tv_sec) * 1e6 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e3);
+  printf("library M=1 N=2112 K=7168, %d back-to-back calls: host %.2f us/call to enqueue, "
+         "GPU %.2f us/call (L2-warm weights)\n",
+         calls, host_us / calls, gpu_us / calls);
+  tgemm_weight_free(weight);
+  tgemm_free(ctx, x_dev);
+  tgemm_free(ctx, w_dev);
+  tgemm_free(ctx, y_dev);
+  free(x_host);
+  free(w_host);
+}
+
 static int run_gpu_part(void) {
   tgemm_ctx *ctx = cuda_ctx(0);
   if (!ctx) return test_finish("test_cuda_backend");
@@ -373,6 +421,8 @@ static int run_gpu_part(void) {
     check_library(ctx, &odd[i], true);
   }
   check_errors(ctx);
+  const char *quick = getenv("TGEMM_TEST_QUICK"); /* e.g. under compute-sanitizer */
+  if (!quick || strcmp(quick, "1") != 0) report_call_overhead(ctx);
   tgemm_ctx_free(ctx);
 
   /* A 1 MiB workspace: staged output goes through the scratch in row

@@ -81,6 +81,10 @@ static void test_interrupt_in_process(void) {
     tgemm__tune_options opt;
     tgemm__tune_options_default(&opt);
     fast_timing(&opt);
+    /* every kernel spends its whole 10 ms budget: the run lasts far longer
+     * than the parent needs to notice the first shape, on any machine */
+    opt.timing.max_reps = 100000;
+    opt.timing.max_seconds = 0.01;
     opt.shapes = shapes;
     opt.n_shapes = N_SHAPES;
     opt.out_path = path;
@@ -124,7 +128,7 @@ static void test_interrupt_cli(void) {
   if (child == 0) {
     if (!freopen("/dev/null", "w", stdout)) _exit(4);
     execl(cli, cli, "tune", "--backend", "cpu", "--shapes", "40,64", "--shapes", "57,96", "--shapes", "33,80",
-          "--m", "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20", "--max-seconds", "0.02", "--reps", "5",
+          "--m", "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20", "--max-seconds", "0.01", "--reps", "100000",
           "--no-flush", "--copies", "1", "-o", path, (char *)NULL);
     _exit(5);
   }

@@ -38,7 +38,9 @@ static void usage(FILE *f) {
           "  --max-seconds S      time budget per kernel (default 1)\n"
           "  --reps N             timed repetitions per kernel at most (default 100)\n"
           "  --no-flush           do not flush the cache between repetitions\n"
-          "  --copies N           weight copies rotated through (default: enough to exceed the cache)\n");
+          "  --copies N           weight copies rotated through (default: enough to exceed the cache)\n"
+          "  --floors             measure copy bandwidth and GEMM rate first, and show each time\n"
+          "                       as [fraction of its floor] (DESIGN.md section 6)\n");
 }
 
 typedef struct layer_arg {
@@ -125,7 +127,7 @@ int tgemm__cmd_tune(int argc, char **argv) {
   int n_routes = topt.n_routes;
   memcpy(routes, topt.routes, (size_t)n_routes * sizeof *routes);
   tgemm_dtype dtype = TGEMM_BF16, out_dtype = TGEMM_BF16;
-  bool bias = false;
+  bool bias = false, floors = false;
   tgemm_ctx_options copt;
   tgemm_ctx_options_default(&copt);
   copt.tuned = 0;          /* measure kernels, never route through an old table */
@@ -217,6 +219,8 @@ int tgemm__cmd_tune(int argc, char **argv) {
     } else if (!strcmp(a, "--seed")) {
       if (!cli_take_value(argc, argv, &i, "tune", &v)) goto out;
       topt.seed = strtoull(v, NULL, 0);
+    } else if (!strcmp(a, "--floors")) {
+      floors = true;
     } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
       topt.verbose = true;
     } else if (!strcmp(a, "-o") || !strcmp(a, "--out")) {
@@ -278,6 +282,15 @@ int tgemm__cmd_tune(int argc, char **argv) {
   for (int r = 0; r < n_routes; r++) printf(" %s", tgemm_route_name(routes[r]));
   printf("; per kernel at most %d reps / %.3g s, cache flush %s\n", topt.timing.max_reps,
          topt.timing.max_seconds, topt.timing.flush_cache ? "on" : "off");
+  if (floors) {
+    st = tgemm__measure_ceilings(ctx, &topt.bandwidth_gbs, &topt.tflops);
+    if (st != TGEMM_OK) {
+      fprintf(stderr, "tgemm tune: measuring the ceilings: %s\n", tgemm_ctx_last_error(ctx));
+      goto out;
+    }
+    printf("ceilings: copy %.0f GB/s (read + write), bf16 GEMM %.3g TFLOP/s; [x] = floor / time\n",
+           topt.bandwidth_gbs, topt.tflops);
+  }
   fflush(stdout);
 
   topt.shapes = shapes;

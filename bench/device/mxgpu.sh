@@ -82,3 +82,11 @@ if [ $SAN = 1 ]; then
 fi
 timeout ${TIME_LIMIT:-200} $B/mxgpu_harness "$OUT" --timing-only $QUICK 2>&1 | tee -a "$OUT/log.txt"
 echo "timing exit ${PIPESTATUS[0]}" | tee -a "$OUT/log.txt"
+for a in "$@"; do
+  if [ "$a" = "--profile" ]; then
+    timeout ${PROF_LIMIT:-60} ncu -k regex:mx_mma_kernel --section SpeedOfLight \
+      --section WarpStateStats --section SchedulerStats --section Occupancy \
+      $B/mxgpu_harness /tmp --profile >"$OUT/ncu.txt" 2>&1
+    echo "ncu exit $?" | tee -a "$OUT/log.txt"
+  fi
+done

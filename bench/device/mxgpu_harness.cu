@@ -585,8 +585,8 @@ static std::vector<tgemm__kernel> all_variants(const problem &p, tgemm_route rou
   std::vector<tgemm__kernel> v;
   for (int t = 0; t < TGEMM__MX_TILE_COUNT; t++) {
     int s_auto = tgemm__mx_pick_splits(t, p.m, p.n, p.k, 132);
-    std::vector<int> ss = {1, 3};
-    if (s_auto != 1 && s_auto != 3) ss.push_back(s_auto);
+    std::vector<int> ss = {1, 3, 12}; /* 3: cluster reduction; 12: workspace + reduce launch */
+    if (s_auto != 1 && s_auto != 3 && s_auto != 12) ss.push_back(s_auto);
     for (int s : ss) v.push_back(make_kernel(route, prefix, t, s));
   }
   tgemm__shape sh = {p.m, p.n, p.k, xdt, TGEMM_BF16, false};
@@ -651,7 +651,7 @@ static void check_gemms(bool quick) {
               }
             }
             for (int t = 0; t < TGEMM__MX_TILE_COUNT; t++)
-              for (int sp : {1, 3}) {
+              for (int sp : {1, 3, 12}) {
                 tgemm__kernel k = make_kernel(TGEMM_ROUTE_W4A4, "w4a4_prequant_", t, sp);
                 for (const auto &cb : combos) {
                   if (m >= 300 && (kc++ % 2)) continue;
@@ -1034,6 +1034,43 @@ static void time_gemms(bool quick) {
            r.w4_best.c_str(), r.w16_def_us, r.w16_def.c_str(), r.w4_def_us, r.w4_def.c_str());
 }
 
+/* A few launches for a profiler (ncu -k regex:mx_mma): W4A16 and W4A4 on
+ * qkv_a at M = 16, 128, 1024 with the dispatchers' first candidates. */
+static void profile_run() {
+  const int64_t n = 2112, k = 7168, nb = k / 32, max_m = 1024;
+  void *d_x, *d_y, *d_work;
+  uint8_t *d_wp, *d_ws;
+  CK(cudaMalloc(&d_x, (size_t)(max_m * k) * 2));
+  CK(cudaMalloc(&d_y, (size_t)(max_m * n) * 4));
+  CK(cudaMalloc(&d_work, (size_t)128 << 20));
+  CK(cudaMalloc(&d_wp, (size_t)(n * nb * 16)));
+  CK(cudaMalloc(&d_ws, (size_t)(n * nb)));
+  CK(cudaMemset(d_x, 0x3c, (size_t)(max_m * k) * 2));
+  CK(cudaMemset(d_wp, 0x5a, (size_t)(n * nb * 16)));
+  CK(cudaMemset(d_ws, 120, (size_t)(n * nb)));
+  for (int64_t m : {16, 128, 1024})
+    for (int fam = 0; fam < 2; fam++) {
+      tgemm__shape sh = {m, n, k, TGEMM_BF16, TGEMM_BF16, false};
+      tgemm__kernel c[64];
+      int nc = fam == 0 ? tgemm__w4a16_candidates(&sh, 132, c, 64)
+                        : tgemm__w4a4_candidates(&sh, 132, c, 64);
+      for (int ci = 0; ci < nc; ci++) {
+        if (strncmp(c[ci].name, "w4a16_stream", 12) == 0) continue;
+        tgemm__cuda_gemm_args a;
+        memset(&a, 0, sizeof a);
+        a.m = m, a.n = n, a.k = k, a.x = d_x, a.ldx = k, a.x_dtype = TGEMM_BF16;
+        a.w_packed = d_wp, a.ldw_packed = nb * 16, a.w_scales = d_ws, a.ldw_scales = nb;
+        a.y = d_y, a.ldy = n, a.y_dtype = TGEMM_BF16;
+        a.workspace = d_work, a.workspace_bytes = (size_t)128 << 20;
+        a.sm_count = 132, a.stream = g_stream;
+        printf("profile: %s M=%lld\n", c[ci].name, (long long)m);
+        CK(run_kernel(c[ci], a));
+        CK(cudaStreamSynchronize(g_stream));
+        break; /* the first mma candidate only */
+      }
+    }
+}
+
 #ifdef MXGPU_HAVE_REF
 /* The oracle against the library's reference on nasty rows (no GPU). */
 static int oracle_selftest() {
@@ -1071,6 +1108,12 @@ int main(int argc, char **argv) {
   g_rng = (uint64_t)time(nullptr) * 0x9E3779B97F4A7C15ull | 1;
   if (getenv("MXGPU_SEED")) g_rng = strtoull(getenv("MXGPU_SEED"), nullptr, 0) | 1;
   printf("seed 0x%016llx (MXGPU_SEED to repeat)\n", (unsigned long long)g_rng);
+  for (int i = 1; i < argc; i++)
+    if (strcmp(argv[i], "--profile") == 0) {
+      CK(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking));
+      profile_run();
+      return 0;
+    }
   for (int i = 1; i < argc; i++)
     if (strcmp(argv[i], "--oracle-only") == 0) {
 #ifdef MXGPU_HAVE_REF

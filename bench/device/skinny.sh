@@ -5,7 +5,8 @@
 #   bash bench/device/skinny.sh --build-only build here (no GPU needed)
 # The binary in build-skinny/ is reused when its recorded source hash
 # matches, so a build made here can be carried to the device machine.
-# Results: $OUT/log.txt, $OUT/skinny.csv, $OUT/sass_*.txt.
+# Results in $OUT: log_*.txt, skinny_<family>.csv, sanitizer.txt,
+# sass.txt (opcode counts per kernel).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 B=build-skinny
@@ -40,21 +41,25 @@ for o in skinny_bf16 w4a16_stream; do
   cuobjdump -sass $B/$o.o 2>/dev/null | awk '
     /Function :/ { fn = $3 }
     /^ +\/\*[0-9a-f]+\*\// { op = $2; if (op ~ /^@/) op = $3; sub(/;$/, "", op); cnt[fn " " op]++ }
-    END { for (k in cnt) print k, cnt[k] }' | sort >"$OUT/sass_$o.txt" || true
+    END { for (k in cnt) print k, cnt[k] }' | sort >>"$OUT/sass.txt" || true
 done
 # Separate processes, so that a fault in one part cannot hide the others.
 # Per-point lines go to the logs; the summary tables are printed last.
 rc=0
 SKINNY_PARTS=odd $B/skinny_harness "$OUT" >"$OUT/log_odd.txt" 2>&1 || rc=1
-grep -E "^(device|copy|empty|FAIL|correctness|   odd)" "$OUT/log_odd.txt" | head -40
+grep -E "^(device|copy|empty|FAIL|correctness|   odd)" "$OUT/log_odd.txt" | head -40 || true
 if command -v compute-sanitizer >/dev/null; then
-  SKINNY_PARTS=odd-small timeout 150 compute-sanitizer --tool memcheck --print-limit 20 \
-    $B/skinny_harness "$OUT" >"$OUT/memcheck.txt" 2>&1 || rc=1
-  grep -E "ERROR SUMMARY|correctness|Invalid" "$OUT/memcheck.txt" | head -8
+  for tool in memcheck racecheck; do
+    SKINNY_PARTS=odd-small timeout 120 compute-sanitizer --tool $tool --print-limit 20 \
+      $B/skinny_harness "$OUT" >"$OUT/tool.txt" 2>&1 || rc=1
+    echo "$tool: $(grep -E "ERROR SUMMARY|RACECHECK SUMMARY|correctness" "$OUT/tool.txt" | tr '\n' ' ')"
+    { echo "=== $tool"; cat "$OUT/tool.txt"; } >>"$OUT/sanitizer.txt"
+    rm -f "$OUT/tool.txt"
+  done
 fi
 for fam in w4a16_stream skinny_bf16; do
   SKINNY_PARTS=deepseek SKINNY_ONLY=$fam $B/skinny_harness "$OUT" >"$OUT/log_$fam.txt" 2>&1 || rc=1
-  grep -E "^FAIL" "$OUT/log_$fam.txt" | head -10
+  grep -E "^FAIL" "$OUT/log_$fam.txt" | head -10 || true
   sed -n '/^== /,$p' "$OUT/log_$fam.txt"
 done
 exit $rc

@@ -91,6 +91,15 @@ void tgemm__cpu_mx_row_to_f32_avx2(const uint8_t *packed, const uint8_t *scales,
 
 /* -------------------------------------------------------------- W4A16 */
 
+/* Bias and store of a tile, out of line to keep the kernels small. */
+static __attribute__((noinline)) void store_tile(const tgemm__cpu_mx_args *a, int64_t n0,
+                                                 int64_t m0, int mt, int rows, const float *sums,
+                                                 float factor) {
+  for (int i = 0; i < mt; i++)
+    for (int r = 0; r < rows; r++)
+      tgemm__cpu_out_store(&a->out, m0 + i, n0 + r, sums[i * rows + r] * factor);
+}
+
 static ALWAYS_INLINE void w4a16_tile(const tgemm__cpu_mx_args *a, int64_t n0, int64_t m0,
                                      const int MT, const int R) {
   const bool dual = MT * R <= 4;
@@ -139,11 +148,120 @@ static ALWAYS_INLINE void w4a16_tile(const tgemm__cpu_mx_args *a, int64_t n0, in
       }
     }
   }
+  float sums[8 * 4];
 #pragma GCC unroll 8
   for (int i = 0; i < MT; i++)
 #pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-      tgemm__cpu_out_store(&a->out, m0 + i, n0 + r, hsum(_mm256_add_ps(acc[i][r], acc2[i][r])));
+    for (int r = 0; r < R; r++) sums[i * R + r] = hsum(_mm256_add_ps(acc[i][r], acc2[i][r]));
+  store_tile(a, n0, m0, MT, R, sums, 1.0f);
+}
+
+/* W4A16 for M > 2: per group of R weight rows, a chunk of K is decoded
+ * once into f32 (L1-resident), then multiplied against every x row with
+ * the dense f32 tile below; partial sums are kept per chunk.  Decoding
+ * directly into registers (w4a16_tile) would redo it for every tile of x
+ * rows, or keep too many vectors live. */
+#define W4A16_KC 512      /* K values per chunk (16 blocks) */
+#define W4A16_M_BLOCK 64  /* x rows whose partial sums live on the stack */
+
+static ALWAYS_INLINE void decode_f32_blocks(const uint8_t *wp, const uint8_t *ws, int64_t b0,
+                                            int64_t b1, float *dst) {
+  const __m128i lut = lut128(), low4 = _mm_set1_epi8(0x0F);
+  for (int64_t b = b0; b < b1; b++) {
+    __m128i p = _mm_loadu_si128((const __m128i *)(wp + b * 16));
+    __m128i ev = _mm_shuffle_epi8(lut, _mm_and_si128(p, low4));
+    __m128i od = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(p, 4), low4));
+    __m256 s = _mm256_set1_ps(0.5f * tgemm__cpu_e8m0(ws[b]));
+    float *d = dst + (b - b0) * BLOCK;
+    _mm256_store_ps(d, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(ev)), s));
+    _mm256_store_ps(d + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                             _mm_unpackhi_epi64(ev, ev))), s));
+    _mm256_store_ps(d + 16, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(od)), s));
+    _mm256_store_ps(d + 24, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                              _mm_unpackhi_epi64(od, od))), s));
+  }
+}
+
+/* MT x rows (stride ldx) against R decoded rows (stride W4A16_KC) over kc
+ * values (a multiple of 32); adds to sums[i * R + r]. */
+static ALWAYS_INLINE void f32_tile(const float *x, int64_t ldx, const float *wbuf, int64_t kc,
+                                   const int MT, const int R, float *sums) {
+  const bool dual = MT * R <= 4;
+  const bool x_in_regs = MT * R * (dual ? 2 : 1) + 2 * R + 2 <= 16;
+  __m256 acc[8][4], acc2[8][4];
+#pragma GCC unroll 8
+  for (int i = 0; i < MT; i++)
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) acc[i][r] = acc2[i][r] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < kc; k += 16) {
+    if (x_in_regs) {
+      __m256 wl[4], wh[4];
+#pragma GCC unroll 4
+      for (int r = 0; r < R; r++) {
+        wl[r] = _mm256_load_ps(wbuf + r * W4A16_KC + k);
+        wh[r] = _mm256_load_ps(wbuf + r * W4A16_KC + k + 8);
+      }
+#pragma GCC unroll 8
+      for (int i = 0; i < MT; i++) {
+        __m256 xl = _mm256_load_ps(x + i * ldx + k), xh = _mm256_load_ps(x + i * ldx + k + 8);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+          acc[i][r] = _mm256_fmadd_ps(wl[r], xl, acc[i][r]);
+          if (dual) acc2[i][r] = _mm256_fmadd_ps(wh[r], xh, acc2[i][r]);
+          else acc[i][r] = _mm256_fmadd_ps(wh[r], xh, acc[i][r]);
+        }
+      }
+    } else {
+#pragma GCC unroll 4
+      for (int r = 0; r < R; r++) {
+        __m256 wl = _mm256_load_ps(wbuf + r * W4A16_KC + k);
+        __m256 wh = _mm256_load_ps(wbuf + r * W4A16_KC + k + 8);
+#pragma GCC unroll 8
+        for (int i = 0; i < MT; i++) {
+          acc[i][r] = _mm256_fmadd_ps(wl, _mm256_load_ps(x + i * ldx + k), acc[i][r]);
+          if (dual) acc2[i][r] = _mm256_fmadd_ps(wh, _mm256_load_ps(x + i * ldx + k + 8), acc2[i][r]);
+          else acc[i][r] = _mm256_fmadd_ps(wh, _mm256_load_ps(x + i * ldx + k + 8), acc[i][r]);
+        }
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MT; i++)
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) sums[i * R + r] += hsum(_mm256_add_ps(acc[i][r], acc2[i][r]));
+}
+
+static ALWAYS_INLINE void w4a16_group_chunked(const tgemm__cpu_mx_args *a, int64_t n0,
+                                              const int R) {
+  _Alignas(32) float wbuf[4 * W4A16_KC];
+  float sums[W4A16_M_BLOCK * 4];
+  const int64_t nb = a->n_blocks, kq = nb * BLOCK, chunk_blocks = W4A16_KC / BLOCK;
+  const int mt_max = 8 / R;
+  for (int64_t mb = 0; mb < a->m; mb += W4A16_M_BLOCK) {
+    int64_t mc = a->m - mb < W4A16_M_BLOCK ? a->m - mb : W4A16_M_BLOCK;
+    memset(sums, 0, sizeof sums);
+    for (int64_t b0 = 0; b0 < nb; b0 += chunk_blocks) {
+      int64_t b1 = b0 + chunk_blocks < nb ? b0 + chunk_blocks : nb, kc = (b1 - b0) * BLOCK;
+#pragma GCC unroll 4
+      for (int r = 0; r < R; r++)
+        decode_f32_blocks(a->w_packed + (n0 + r) * a->ldw_packed,
+                          a->w_scales + (n0 + r) * a->ldw_scales, b0, b1, wbuf + r * W4A16_KC);
+      const float *x = a->xf + mb * kq + b0 * BLOCK;
+      int64_t m0 = 0;
+      for (; m0 + mt_max <= mc; m0 += mt_max)
+        f32_tile(x + m0 * kq, kq, wbuf, kc, mt_max, R, sums + m0 * R);
+      if (mt_max > 4 && m0 + 4 <= mc) {
+        f32_tile(x + m0 * kq, kq, wbuf, kc, 4, R, sums + m0 * R);
+        m0 += 4;
+      }
+      if (mt_max > 2 && m0 + 2 <= mc) {
+        f32_tile(x + m0 * kq, kq, wbuf, kc, 2, R, sums + m0 * R);
+        m0 += 2;
+      }
+      if (mt_max > 1 && m0 < mc) f32_tile(x + m0 * kq, kq, wbuf, kc, 1, R, sums + m0 * R);
+    }
+    store_tile(a, n0, mb, (int)mc, R, sums, 1.0f);
+  }
 }
 
 /* -------------------------------------------------------------- W4A4 */
@@ -183,11 +301,13 @@ static ALWAYS_INLINE void w4a4_tile(const tgemm__cpu_mx_args *a, int64_t n0, int
       }
     }
   }
+  float sums[8 * 4];
 #pragma GCC unroll 8
   for (int i = 0; i < MT; i++)
 #pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-      tgemm__cpu_out_store(&a->out, m0 + i, n0 + r, hsum(acc[i][r]) * 0.25f);
+    for (int r = 0; r < R; r++) sums[i * R + r] = hsum(acc[i][r]);
+  /* codes are 2·value on both sides */
+  store_tile(a, n0, m0, MT, R, sums, 0.25f);
 }
 
 /* ------------------------------------------------------ tiling, shared */
@@ -202,6 +322,10 @@ static ALWAYS_INLINE void mx_tile(const tgemm__cpu_mx_args *a, int64_t n0, int64
 
 static ALWAYS_INLINE void mx_group(const tgemm__cpu_mx_args *a, int64_t n0, const int R,
                                    const int kind) {
+  if (kind == 0 && a->m > 2) {
+    w4a16_group_chunked(a, n0, R);
+    return;
+  }
   const int mt_max = 8 / R;
   int64_t m0 = 0;
   for (; m0 + mt_max <= a->m; m0 += mt_max) mx_tile(a, n0, m0, mt_max, R, kind);

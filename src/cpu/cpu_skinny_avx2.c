@@ -86,6 +86,24 @@ static ALWAYS_INLINE float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+/* The end of a tile, out of line to keep the kernels small: the last
+ * partial step of K in scalar code (never reading past a row), then the
+ * bias and the store. */
+static __attribute__((noinline)) void finish_tile(const tgemm__cpu_skinny_args *a, int64_t n0,
+                                                  int64_t m0, int mt, int rows, float *sums) {
+  const int64_t kmain = a->k / STEP * STEP;
+  const size_t esz = tgemm_dtype_size(a->w_dtype);
+  for (int i = 0; i < mt; i++)
+    for (int r = 0; r < rows; r++) {
+      const char *w = (const char *)a->w + (size_t)((n0 + r) * a->ldw) * esz;
+      const float *x = a->xf + (m0 + i) * a->kpad;
+      float sum = sums[i * rows + r];
+      for (int64_t k = kmain; k < a->k; k++)
+        sum += tgemm__load_f32(w, (int)a->w_dtype, k) * x[x_pos(k, (int)a->w_dtype)];
+      tgemm__cpu_out_store(&a->out, m0 + i, n0 + r, sum);
+    }
+}
+
 /* MT activation rows from m0 against R weight rows from n0.  With few
  * accumulators, even and odd halves get their own, so that enough
  * independent FMA chains are in flight. */
@@ -139,16 +157,12 @@ static ALWAYS_INLINE void tile(const tgemm__cpu_skinny_args *a, int64_t n0, int6
       }
     }
   }
+  float sums[8 * 8];
 #pragma GCC unroll 8
   for (int i = 0; i < MT; i++)
 #pragma GCC unroll 8
-    for (int r = 0; r < R; r++) {
-      float sum = hsum(_mm256_add_ps(acc[i][r], acc2[i][r]));
-      /* the last partial step, in scalar code: never reads past a row */
-      for (int64_t k = kmain; k < a->k; k++)
-        sum += tgemm__load_f32(w[r], dtype, k) * x[i * kpad + x_pos(k, dtype)];
-      tgemm__cpu_out_store(&a->out, m0 + i, n0 + r, sum);
-    }
+    for (int r = 0; r < R; r++) sums[i * R + r] = hsum(_mm256_add_ps(acc[i][r], acc2[i][r]));
+  finish_tile(a, n0, m0, MT, R, sums);
 }
 
 /* All activation rows against R weight rows: tiles of 8/R rows, then what

@@ -94,35 +94,48 @@ __device__ __forceinline__ void load8(const quant_args &a, int64_t row, int64_t 
   }
 }
 
+/* Each thread takes kParts parts kThreads apart (loads of all first, so
+ * that more bytes are in flight per thread). */
+constexpr int kParts = 2;
+
 template <int DT>
 __global__ void __launch_bounds__(kThreads) quantize_kernel(quant_args a) {
-  const uint64_t p = (uint64_t)blockIdx.x * kThreads + threadIdx.x;
-  int64_t row = 0, b = 0;
-  const bool active = p < a.parts;
-  if (active) locate(p, a.nb, &row, &b);
-  const int part = (int)(p & 3);
-  float v[8];
-  if (active) {
-    load8<DT>(a, row, b * 32 + part * 8, v);
-  } else {
+  const uint64_t p0 = (uint64_t)blockIdx.x * (kThreads * kParts) + threadIdx.x;
+  int64_t row[kParts], b[kParts];
+  bool active[kParts];
+  float v[kParts][8];
 #pragma unroll
-    for (int i = 0; i < 8; i++) v[i] = 0.0f;
+  for (int j = 0; j < kParts; j++) {
+    const uint64_t p = p0 + (uint64_t)j * kThreads;
+    active[j] = p < a.parts;
+    row[j] = 0, b[j] = 0;
+    if (active[j]) {
+      locate(p, a.nb, &row[j], &b[j]);
+      load8<DT>(a, row[j], b[j] * 32 + (int)(p & 3) * 8, v[j]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < 8; i++) v[j][i] = 0.0f;
+    }
   }
-  uint32_t amax = 0;
+  const int part = (int)(p0 & 3); /* kThreads is a multiple of 4 */
 #pragma unroll
-  for (int i = 0; i < 8; i++) amax = max(amax, tgemm_mx::abs_bits(v[i]));
-  amax = tgemm_mx::quad_max(amax); /* whole quads are active or not */
-  if (!active) return;
-  uint32_t scale_byte;
-  uint32_t word = tgemm_mx::quantize8(v, amax, a.mode, &scale_byte);
-  uint8_t *dst = a.packed + row * a.packed_ld + b * 16 + part * 4;
-  if (a.vec_store) {
-    *reinterpret_cast<uint32_t *>(dst) = word;
-  } else {
+  for (int j = 0; j < kParts; j++) {
+    uint32_t amax = 0;
 #pragma unroll
-    for (int i = 0; i < 4; i++) dst[i] = (uint8_t)(word >> (8 * i));
+    for (int i = 0; i < 8; i++) amax = max(amax, tgemm_mx::abs_bits(v[j][i]));
+    amax = tgemm_mx::quad_max(amax); /* whole quads are active or not */
+    if (!active[j]) continue;
+    uint32_t scale_byte;
+    uint32_t word = tgemm_mx::quantize8(v[j], amax, a.mode, &scale_byte);
+    uint8_t *dst = a.packed + row[j] * a.packed_ld + b[j] * 16 + part * 4;
+    if (a.vec_store) {
+      *reinterpret_cast<uint32_t *>(dst) = word;
+    } else {
+#pragma unroll
+      for (int i = 0; i < 4; i++) dst[i] = (uint8_t)(word >> (8 * i));
+    }
+    if (part == 0) a.scales[row[j] * a.scales_ld + b[j]] = (uint8_t)scale_byte;
   }
-  if (part == 0) a.scales[row * a.scales_ld + b] = (uint8_t)scale_byte;
 }
 
 struct dequant_args {
@@ -226,7 +239,7 @@ extern "C" cudaError_t tgemm__mxfp4_quantize_cuda(const void *src, tgemm_dtype d
   a.mode = (int)mode;
   a.vec_load = aligned(src, ld * esize, 16);
   a.vec_store = aligned(packed, packed_ld, 4);
-  const uint64_t blocks = (a.parts + kThreads - 1) / kThreads;
+  const uint64_t blocks = (a.parts + kThreads * kParts - 1) / (kThreads * kParts);
   if (blocks > 0x7FFFFFFFull) return cudaErrorInvalidValue;
   const dim3 grid((unsigned)blocks);
   switch (dtype) {

@@ -7,10 +7,11 @@
  * reduced through distributed shared memory: one launch, no workspace, no
  * atomics, graph-replayable.
  *
- * Kernel names: "skinny_bf16_w<warps>_t<tiles>_u<unroll>_s<split>", with
- * params[0..3] = warps per block, 16-row tiles per warp, 32-wide K steps
- * per load batch, cluster split of K.  Parameters change speed only; the
- * result differs between them by f32 rounding alone. */
+ * Kernel names: "skinny_bf16_w<warps>_t<tiles>_u<unroll>_p<stages>_s<split>",
+ * params[0..4] = warps per block, 16-row tiles per warp, 32-wide K steps
+ * per batch, cluster split of K, and the depth of the per-warp cp.async
+ * ring in shared memory (0: a register double buffer instead).  Parameters
+ * change speed only; results differ between them by f32 rounding alone. */
 #ifndef TGEMM_CUDA_SKINNY_BF16_CUH
 #define TGEMM_CUDA_SKINNY_BF16_CUH
 

@@ -22,6 +22,7 @@
  *            same bf16 tile.
  * Both W4A4 kinds then run the A_BF16 inner loop, so every product is the
  * exact product of the dequantized operands, summed in f32. */
+#include <cooperative_groups.h>
 #include <cuda_fp16.h>
 #include <limits.h>
 #include <stdio.h>
@@ -65,7 +66,11 @@ struct mma_params {
   int mode; /* scale mode for A_Q_* */
   int x_fast, w_fast, ws_fast, xs_fast; /* alignment allows cp.async */
   int y_vec2; /* two adjacent outputs can be stored at once */
+  int cluster; /* split-K CTAs form a cluster and reduce through DSMEM */
 };
+
+/* Largest split-K factor reduced inside a cluster (the portable limit). */
+constexpr int kMaxClusterSplits = 8;
 
 template <int BM, int BN, int WARPS_M, int WARPS_N, int STAGES, int AK>
 struct tile_cfg {
@@ -95,9 +100,11 @@ __device__ __forceinline__ uint32_t smem_addr(const void *p) {
   return (uint32_t)__cvta_generic_to_shared(p);
 }
 
+/* With a 256-byte L2 prefetch: a stage reads only 32 (weights) or 128 (x)
+ * bytes of each row, and whole DRAM bursts serve the next stages from L2. */
 __device__ __forceinline__ void cp_async16(void *dst, const void *src, int bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
-               "r"(bytes));
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)),
+               "l"(src), "r"(bytes));
 }
 
 __device__ __forceinline__ void cp_async4(void *dst, const void *src, int bytes) {
@@ -136,7 +143,9 @@ __device__ __forceinline__ void copy16(uint8_t *dst, const void *src, int bytes,
   if (fast) {
     cp_async16(dst, src, bytes);
   } else {
-    const uint8_t *s = static_cast<const uint8_t *>(src);
+    /* volatile: byte loads stay byte loads (no merged word read past the
+     * end of the array) */
+    const volatile uint8_t *s = static_cast<const volatile uint8_t *>(src);
     uint32_t w[4] = {0, 0, 0, 0};
 #pragma unroll
     for (int i = 0; i < 16; i++) /* constant indices: w stays in registers */
@@ -166,6 +175,9 @@ __device__ __forceinline__ void load_scale_words(uint8_t *dst, const uint8_t *ma
       continue;
     }
     const uint8_t *row = mat + (int64_t)gr * ld;
+    /* Blocks kb0, kb0+1 need the second word only when kb0 is the last byte
+     * of the first (its slot is never read otherwise). */
+    if (wd == 1 && ((uintptr_t)(row + kb0) & 3) != 3) continue;
     const uint8_t *wa =
         reinterpret_cast<const uint8_t *>((uintptr_t)(row + kb0) & ~(uintptr_t)3) + 4 * wd;
     const int64_t left = (row + nb) - wa;
@@ -173,9 +185,10 @@ __device__ __forceinline__ void load_scale_words(uint8_t *dst, const uint8_t *ma
       const int bytes = (int)(left < 0 ? 0 : (left > 4 ? 4 : left));
       cp_async4(d, bytes ? static_cast<const void *>(wa) : static_cast<const void *>(mat), bytes);
     } else {
+      const volatile uint8_t *vb = wa; /* byte loads only: never past the array */
       uint32_t v = 0;
       for (int j = 0; j < 4; j++)
-        if (wa + j >= row && wa + j < row + nb) v |= (uint32_t)wa[j] << (8 * j);
+        if (wa + j >= row && wa + j < row + nb) v |= (uint32_t)vb[j] << (8 * j);
       *reinterpret_cast<uint32_t *>(d) = v;
     }
   }
@@ -235,10 +248,21 @@ __device__ __forceinline__ void store_pair(const mma_params &p, int m, int n, fl
   }
 }
 
+/* y[m, n] = v + bias. */
+__device__ __forceinline__ void store_one(const mma_params &p, int m, int n, float v) {
+  if (p.bias) v += bias_at(p.bias, p.bias_dtype, n);
+  const int64_t at = (int64_t)m * p.ldy + n;
+  if (p.y_f32)
+    static_cast<float *>(p.y)[at] = v;
+  else
+    static_cast<unsigned short *>(p.y)[at] = (unsigned short)tgemm_mx::f32_to_bf16_bits(v);
+}
+
 /* ---- the kernel -------------------------------------------------------- */
 
 template <int BM, int BN, int WARPS_M, int WARPS_N, int STAGES, int AK>
-__global__ void __launch_bounds__(WARPS_M *WARPS_N * 32)
+__global__ void __launch_bounds__(WARPS_M *WARPS_N * 32,
+                                  (WARPS_M * WARPS_N == 8 && BN <= 128 && AK != A_F16) ? 2 : 1)
     mx_mma_kernel(const mma_params p) {
   using C = tile_cfg<BM, BN, WARPS_M, WARPS_N, STAGES, AK>;
   constexpr int NT = C::kThreads, MT = C::kMT, NTL = C::kNT;
@@ -383,61 +407,129 @@ __global__ void __launch_bounds__(WARPS_M *WARPS_N * 32)
     const uint8_t *xa = C::kHat ? hat : stage;
     const uint8_t *wp = stage + C::kWPOff;
     const uint8_t *wsc = stage + C::kWSOff;
+    /* All loads and decodes of a group first, then its MMAs ordered so that
+     * consecutive ones never depend on each other: the warp always has
+     * independent work while shared-memory loads and decode chains are in
+     * flight.  Thin warp tiles take both K blocks of the stage at once. */
+    constexpr int KBJ = MT <= 2 ? 2 : 1;
+    constexpr int NCH = NTL > 4 ? 4 : NTL;
 #pragma unroll
-    for (int kb = 0; kb < 2; kb++) {
-      uint32_t a[MT][8];
+    for (int kbb = 0; kbb < 2; kbb += KBJ) {
+      uint32_t a[KBJ][MT][8];
 #pragma unroll
-      for (int mi = 0; mi < MT; mi++) {
-        const int r0 = warp_m * C::kWM + mi * 16 + g;
-        const int chunk = (kb * 4 + t) ^ ((r0 & 1) << 2);
-        const uint4 q0 = *reinterpret_cast<const uint4 *>(xa + r0 * 128 + chunk * 16);
-        const uint4 q1 = *reinterpret_cast<const uint4 *>(xa + (r0 + 8) * 128 + chunk * 16);
-        a[mi][0] = q0.x;
-        a[mi][1] = q1.x;
-        a[mi][2] = q0.y;
-        a[mi][3] = q1.y;
-        a[mi][4] = q0.z;
-        a[mi][5] = q1.z;
-        a[mi][6] = q0.w;
-        a[mi][7] = q1.w;
-      }
+      for (int j = 0; j < KBJ; j++)
 #pragma unroll
-      for (int ni = 0; ni < NTL; ni++) {
-        const int rn = warp_n * C::kWN + ni * 8 + g;
-        const uint32_t w = *reinterpret_cast<const uint32_t *>(wp + rn * kWRow + kb * 16 + t * 4);
-        uint32_t b[4];
+        for (int mi = 0; mi < MT; mi++) {
+          const int r0 = warp_m * C::kWM + mi * 16 + g;
+          const int chunk = ((kbb + j) * 4 + t) ^ ((r0 & 1) << 2);
+          const uint4 q0 = *reinterpret_cast<const uint4 *>(xa + r0 * 128 + chunk * 16);
+          const uint4 q1 = *reinterpret_cast<const uint4 *>(xa + (r0 + 8) * 128 + chunk * 16);
+          a[j][mi][0] = q0.x;
+          a[j][mi][1] = q1.x;
+          a[j][mi][2] = q0.y;
+          a[j][mi][3] = q1.y;
+          a[j][mi][4] = q0.z;
+          a[j][mi][5] = q1.z;
+          a[j][mi][6] = q0.w;
+          a[j][mi][7] = q1.w;
+        }
+#pragma unroll
+      for (int nc = 0; nc < NTL; nc += NCH) {
+        uint32_t w[KBJ][NCH], sb[KBJ][NCH];
+#pragma unroll
+        for (int j = 0; j < KBJ; j++)
+#pragma unroll
+          for (int c = 0; c < NCH; c++) {
+            const int rn = warp_n * C::kWN + (nc + c) * 8 + g;
+            w[j][c] = *reinterpret_cast<const uint32_t *>(wp + rn * kWRow + (kbb + j) * 16 + t * 4);
+            if constexpr (!POST)
+              sb[j][c] = wsc[rn * kSRow + scale_slot(ws_lo[nc + c], kb0, kbb + j)];
+          }
+        uint32_t b[KBJ][NCH][4];
+#pragma unroll
+        for (int j = 0; j < KBJ; j++)
+#pragma unroll
+          for (int c = 0; c < NCH; c++) {
+            if constexpr (!POST) {
+              tgemm_mx::e2m1x8_to_bf16x2(w[j][c], b[j][c]);
+              const uint32_t sc = tgemm_mx::e8m0_bf16x2(sb[j][c]);
+#pragma unroll
+              for (int q = 0; q < 4; q++) b[j][c][q] = tgemm_mx::bf16x2_mul(b[j][c][q], sc);
+            } else {
+              tgemm_mx::e2m1x8_to_f16x2(w[j][c], b[j][c]);
+            }
+          }
         if constexpr (!POST) {
-          tgemm_mx::e2m1x8_to_bf16x2(w, b);
-          const uint32_t sc =
-              tgemm_mx::e8m0_bf16x2(wsc[rn * kSRow + scale_slot(ws_lo[ni], kb0, kb)]);
 #pragma unroll
-          for (int q = 0; q < 4; q++) b[q] = tgemm_mx::bf16x2_mul(b[q], sc);
+          for (int j = 0; j < KBJ; j++)
 #pragma unroll
-          for (int mi = 0; mi < MT; mi++) {
-            mma_bf16(acc[mi][ni], &a[mi][0], b[0], b[1]);
-            mma_bf16(acc[mi][ni], &a[mi][4], b[2], b[3]);
-          }
+            for (int h = 0; h < 2; h++)
+#pragma unroll
+              for (int c = 0; c < NCH; c++)
+#pragma unroll
+                for (int mi = 0; mi < MT; mi++)
+                  mma_bf16(acc[mi][nc + c], &a[j][mi][4 * h], b[j][c][2 * h], b[j][c][2 * h + 1]);
         } else {
-          tgemm_mx::e2m1x8_to_f16x2(w, b);
-          const int rc = warp_n * C::kWN + ni * 8 + 2 * t;
-          const float s0 = tgemm_mx::e8m0_f32(wsc[rc * kSRow + scale_slot(wsc_lo[ni][0], kb0, kb)]);
-          const float s1 =
-              tgemm_mx::e8m0_f32(wsc[(rc + 1) * kSRow + scale_slot(wsc_lo[ni][1], kb0, kb)]);
 #pragma unroll
-          for (int mi = 0; mi < MT; mi++) {
-            float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            mma_f16(part, &a[mi][0], b[0], b[1]);
-            mma_f16(part, &a[mi][4], b[2], b[3]);
-            acc[mi][ni][0] = fmaf(part[0], s0, acc[mi][ni][0]);
-            acc[mi][ni][1] = fmaf(part[1], s1, acc[mi][ni][1]);
-            acc[mi][ni][2] = fmaf(part[2], s0, acc[mi][ni][2]);
-            acc[mi][ni][3] = fmaf(part[3], s1, acc[mi][ni][3]);
-          }
+          for (int j = 0; j < KBJ; j++)
+#pragma unroll
+            for (int c = 0; c < NCH; c++) {
+              const int rc = warp_n * C::kWN + (nc + c) * 8 + 2 * t;
+              const float s0 = tgemm_mx::e8m0_f32(
+                  wsc[rc * kSRow + scale_slot(wsc_lo[nc + c][0], kb0, kbb + j)]);
+              const float s1 = tgemm_mx::e8m0_f32(
+                  wsc[(rc + 1) * kSRow + scale_slot(wsc_lo[nc + c][1], kb0, kbb + j)]);
+#pragma unroll
+              for (int mi = 0; mi < MT; mi++) {
+                float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                mma_f16(part, &a[j][mi][0], b[j][c][0], b[j][c][1]);
+                mma_f16(part, &a[j][mi][4], b[j][c][2], b[j][c][3]);
+                acc[mi][nc + c][0] = fmaf(part[0], s0, acc[mi][nc + c][0]);
+                acc[mi][nc + c][1] = fmaf(part[1], s1, acc[mi][nc + c][1]);
+                acc[mi][nc + c][2] = fmaf(part[2], s0, acc[mi][nc + c][2]);
+                acc[mi][nc + c][3] = fmaf(part[3], s1, acc[mi][nc + c][3]);
+              }
+            }
         }
       }
     }
   }
   cp_async_wait<0>();
+
+  if constexpr (C::kSmem >= BM * BN * 4) {
+    if (p.splits > 1 && p.cluster) {
+      /* Split-K inside a cluster: every CTA parks its partial tile in its
+       * own shared memory (the pipeline buffers are free now), then CTA r
+       * sums slice r of the tile over all CTAs in rank order (deterministic)
+       * and writes y.  One launch, no workspace. */
+      constexpr int E = MT * NTL * 4;
+      float *red = reinterpret_cast<float *>(smem);
+      __syncthreads();
+#pragma unroll
+      for (int mi = 0; mi < MT; mi++)
+#pragma unroll
+        for (int ni = 0; ni < NTL; ni++)
+#pragma unroll
+          for (int r = 0; r < 4; r++) red[((mi * NTL + ni) * 4 + r) * NT + tid] = acc[mi][ni][r];
+      cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+      cluster.sync();
+      const int ranks = p.splits, rank = (int)cluster.block_rank();
+      const int total = E * NT, per = (total + ranks - 1) / ranks;
+      const int hi = min(total, (rank + 1) * per);
+      for (int idx = rank * per + tid; idx < hi; idx += NT) {
+        float sum = 0.0f;
+        for (int q = 0; q < ranks; q++) sum += cluster.map_shared_rank(red, q)[idx];
+        const int th = idx % NT, e = idx / NT;
+        const int r = e & 3, tile = e >> 2, ni = tile % NTL, mi = tile / NTL;
+        const int ln = th & 31, wp_ = th >> 5;
+        const int m = m0 + (wp_ / WARPS_N) * C::kWM + mi * 16 + (ln >> 2) + (r >> 1) * 8;
+        const int n = n0 + (wp_ % WARPS_N) * C::kWN + ni * 8 + 2 * (ln & 3) + (r & 1);
+        if (m < p.m && n < p.n) store_one(p, m, n, sum);
+      }
+      cluster.sync(); /* keep this CTA's shared memory alive for the others */
+      return;
+    }
+  }
 
 #pragma unroll
   for (int mi = 0; mi < MT; mi++) {
@@ -499,8 +591,32 @@ cudaError_t launch_tile(const mma_params &p, cudaStream_t stream) {
     if (dev >= 0 && dev < 64) attr_set[dev] = true;
   }
   const dim3 grid((unsigned)(p.tiles_m * p.tiles_n), (unsigned)p.splits);
+  if (p.cluster) {
+    if (C::kSmem < BM * BN * 4) return cudaErrorInvalidValue;
+    cudaLaunchConfig_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.gridDim = grid;
+    cfg.blockDim = dim3(C::kThreads);
+    cfg.dynamicSmemBytes = C::kSmem;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = 1;
+    attr[0].val.clusterDim.y = (unsigned)p.splits;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    return cudaLaunchKernelEx(&cfg, kernel, p);
+  }
   kernel<<<grid, C::kThreads, C::kSmem, stream>>>(p);
   return cudaGetLastError();
+}
+
+/* Whether the tile can reduce split-K in a cluster (its shared memory holds
+ * a whole f32 tile). */
+template <int BM, int BN, int WARPS_M, int WARPS_N, int STAGES, int AK>
+bool tile_can_cluster() {
+  return tile_cfg<BM, BN, WARPS_M, WARPS_N, STAGES, AK>::kSmem >= BM * BN * 4;
 }
 
 struct tile_shape {
@@ -531,6 +647,30 @@ launch_fn pick_kind(int ak, int tile) {
     case A_Q_F32: return pick_launch<A_Q_F32>(tile);
     case A_MX: return pick_launch<A_MX>(tile);
     default: return nullptr;
+  }
+}
+
+template <int AK>
+bool tile_clusters_t(int tile) {
+  switch (tile) {
+    case 0: return tile_can_cluster<16, 128, 1, 4, 6, AK>();
+    case 1: return tile_can_cluster<32, 128, 1, 4, 6, AK>();
+    case 2: return tile_can_cluster<64, 128, 1, 4, 4, AK>();
+    case 3: return tile_can_cluster<128, 128, 2, 4, 4, AK>();
+    case 4: return tile_can_cluster<128, 256, 2, 4, 3, AK>();
+    default: return false;
+  }
+}
+
+bool tile_clusters(int ak, int tile) {
+  switch (ak) {
+    case A_BF16: return tile_clusters_t<A_BF16>(tile);
+    case A_F16: return tile_clusters_t<A_F16>(tile);
+    case A_Q_BF16: return tile_clusters_t<A_Q_BF16>(tile);
+    case A_Q_F16: return tile_clusters_t<A_Q_F16>(tile);
+    case A_Q_F32: return tile_clusters_t<A_Q_F32>(tile);
+    case A_MX: return tile_clusters_t<A_MX>(tile);
+    default: return false;
   }
 }
 
@@ -652,16 +792,22 @@ extern "C" cudaError_t tgemm__mx_mma_launch(const tgemm__cuda_gemm_args *args,
   if (splits > p.kt) splits = p.kt;
   if (splits > 65535) splits = 65535;
   if (splits < 1) splits = 1;
-  const uint64_t per_split = (uint64_t)args->m * (uint64_t)args->n * sizeof(float);
-  if ((uintptr_t)ws % 16 != 0) splits = 1;
-  while (splits > 1 && (uint64_t)splits * per_split > ws_bytes) splits--;
+  /* Up to kMaxClusterSplits splits reduce inside a cluster; more need
+   * [splits][m][n] f32 partials in the workspace and a second launch (fewer
+   * splits if they do not fit: the result changes by f32 rounding only). */
+  p.cluster = splits > 1 && splits <= kMaxClusterSplits && tile_clusters(ak, tile);
+  if (splits > 1 && !p.cluster) {
+    const uint64_t per_split = (uint64_t)args->m * (uint64_t)args->n * sizeof(float);
+    if ((uintptr_t)ws % 16 != 0) splits = 1;
+    while (splits > 1 && (uint64_t)splits * per_split > ws_bytes) splits--;
+  }
   p.splits = splits;
-  p.partial = splits > 1 ? static_cast<float *>(ws) : nullptr;
+  p.partial = splits > 1 && !p.cluster ? static_cast<float *>(ws) : nullptr;
 
   launch_fn fn = pick_kind(ak, tile);
   if (!fn) return cudaErrorInvalidValue;
   cudaError_t err = fn(p, args->stream);
-  if (err != cudaSuccess || splits == 1) return err;
+  if (err != cudaSuccess || splits == 1 || p.cluster) return err;
   const int64_t total = (int64_t)p.m * p.n;
   int64_t blocks = ceil_div(total, 256);
   if (blocks > 65535LL * 8) blocks = 65535LL * 8;
@@ -720,7 +866,11 @@ extern "C" int tgemm__mx_mma_candidates(const tgemm__shape *shape, int sm_count,
      * it spills there, so it is not offered. */
     if (tiles[i] == 4 && route == TGEMM_ROUTE_W4A16 && shape->dtype == TGEMM_F16) continue;
     const int s = tgemm__mx_pick_splits(tiles[i], shape->m, shape->n, shape->k, sm_count);
-    put_kernel(&out[count++], route, prefix, tiles[i], s);
+    /* The cluster-reduced split (one launch) first, then the workspace one
+     * when the automatic factor is larger, then no split. */
+    const int sc = s > kMaxClusterSplits ? kMaxClusterSplits : s;
+    put_kernel(&out[count++], route, prefix, tiles[i], sc);
+    if (s > sc && count < cap) put_kernel(&out[count++], route, prefix, tiles[i], s);
     if (s > 1 && count < cap) put_kernel(&out[count++], route, prefix, tiles[i], 1);
   }
   return count;

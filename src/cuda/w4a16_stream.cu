@@ -88,12 +88,19 @@ __device__ __forceinline__ void regroup_x(uint4 v, unsigned (&p)[4]) {
   p[3] = __byte_perm(v.y, v.w, 0x7632);
 }
 
-template <int MT, int WARPS, int T, int U, bool VEC>
+/* MT token groups, WARPS per block, T row tiles per warp, U 4-block steps
+ * per batch; ST: 0 = register double buffer (only the unaligned fallback
+ * uses it), >= 2 = per-warp cp.async ring of ST batches in shared memory
+ * (weights 16 bytes per lane, scales 4 bytes per quad); VEC: 16-byte loads
+ * or element loads. */
+template <int MT, int WARPS, int T, int U, int ST, bool VEC>
 __global__ void __launch_bounds__(WARPS * 32)
     w4a16_stream_kernel(const __grid_constant__ w4_args a) {
+  static_assert(ST == 0 || (VEC && ST >= 2), "the ring needs aligned copies");
   constexpr int BU = 4 * U; /* blocks per row per batch */
   constexpr int R = T * MT * 4;
-  __shared__ float red[WARPS * R * 32];
+  constexpr int SLOTS = T * U * 2; /* 16-byte weight loads per lane per batch */
+  extern __shared__ uint4 smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, c = lane & 3;
   const int split = a.split;
@@ -104,14 +111,16 @@ __global__ void __launch_bounds__(WARPS * 32)
   const int n = a.ep.n, m = a.ep.m;
   const long long k = a.k;
 
-  const unsigned char *qp[T][2], *sp[T][2];
+  /* qp/sp point at the lane's own block (+c); srow at the row's scales. */
+  const unsigned char *qp[T][2], *sp[T][2], *srow[T][2];
 #pragma unroll
   for (int t = 0; t < T; t++)
 #pragma unroll
     for (int h = 0; h < 2; h++) {
       const long long row = min(row0 + 16 * t + g + 8 * h, n - 1);
       qp[t][h] = a.wq + row * a.ldq + 16 * c;
-      sp[t][h] = a.ws + row * a.lds + c;
+      srow[t][h] = a.ws + row * a.lds;
+      sp[t][h] = srow[t][h] + c;
     }
   const unsigned short *xp[MT];
 #pragma unroll
@@ -122,11 +131,8 @@ __global__ void __launch_bounds__(WARPS * 32)
   for (int r = 0; r < R; r++) acc[r] = 0.0f;
   const unsigned long long policy = tgemm_decode::evict_first_policy();
 
-  /* The multiply of one step j: x for the lane's block (32 k, zero past
-   * `avail` elements when partial), then 8 MMAs per tile and token group. */
-  auto step = [&](const uint4(&v)[T][U][2], const unsigned(&s)[T][U][2], int j,
-                  long long blk, long long avail, bool big) {
-    uint4 xv[MT][4];
+  /* x for the lane's block blk (32 k; zero past `avail` k). */
+  auto load_x = [&](uint4(&xv)[MT][4], long long blk, long long avail) {
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -135,6 +141,10 @@ __global__ void __launch_bounds__(WARPS * 32)
         xv[mt][w] = (VEC && avail >= 32) ? __ldg(reinterpret_cast<const uint4 *>(p))
                                          : load8_scalar(p, avail - 8 * w);
       }
+  };
+  /* The multiply of step j: 8 MMAs per tile and token group. */
+  auto step = [&](const uint4(&v)[T][U][2], const unsigned(&s)[T][U][2], int j,
+                  const uint4(&xv)[MT][4], bool big) {
     unsigned m1[T][2], m2[T][2];
 #pragma unroll
     for (int t = 0; t < T; t++)
@@ -172,21 +182,10 @@ __global__ void __launch_bounds__(WARPS * 32)
       }
     }
   };
-
-  auto load_w = [&](uint4(&v)[T][U][2], unsigned(&s)[T][U][2], long long batch) {
-#pragma unroll
-    for (int t = 0; t < T; t++)
-#pragma unroll
-      for (int j = 0; j < U; j++)
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-          const long long blk = batch * BU + 4 * j; /* + c, folded into qp/sp */
-          v[t][j][h] = VEC ? tgemm_decode::load_stream16(qp[t][h] + blk * 16, policy)
-                           : load16_bytes(qp[t][h] + blk * 16);
-          s[t][j][h] = __ldg(sp[t][h] + blk);
-        }
-  };
-  auto compute = [&](const uint4(&v)[T][U][2], const unsigned(&s)[T][U][2], long long batch) {
+  /* A whole batch; scales above 2^1 are rare in real weights, so one vote
+   * keeps their second multiply off the common path. */
+  auto compute = [&](const uint4(&v)[T][U][2], const unsigned(&s)[T][U][2],
+                     const uint4(&xv)[U][MT][4]) {
     bool big = false;
 #pragma unroll
     for (int t = 0; t < T; t++)
@@ -194,120 +193,198 @@ __global__ void __launch_bounds__(WARPS * 32)
       for (int j = 0; j < U; j++)
 #pragma unroll
         for (int h = 0; h < 2; h++) big |= s[t][j][h] > 128u && s[t][j][h] != 255u;
-    /* Scales above 2^1 are rare in real weights: one vote per batch keeps
-     * their second multiply off the common path. */
     if (__any_sync(0xffffffffu, big)) {
 #pragma unroll
-      for (int j = 0; j < U; j++) step(v, s, j, batch * BU + 4 * j + c, 32, true);
+      for (int j = 0; j < U; j++) step(v, s, j, xv[j], true);
     } else {
 #pragma unroll
-      for (int j = 0; j < U; j++) step(v, s, j, batch * BU + 4 * j + c, 32, false);
+      for (int j = 0; j < U; j++) step(v, s, j, xv[j], false);
     }
   };
+  auto load_x_batch = [&](uint4(&xv)[U][MT][4], long long batch) {
+#pragma unroll
+    for (int j = 0; j < U; j++) load_x(xv[j], batch * BU + 4 * j + c, 32);
+  };
 
-  /* Batches whose blocks all lie inside K, double-buffered. */
-  const long long full = (k / 32) / BU;
-  long long batch = worker;
-  uint4 va[T][U][2], vb[T][U][2];
-  unsigned sa[T][U][2], sb[T][U][2];
-  if (batch < full) load_w(va, sa, batch);
-  while (batch < full) {
-    if (batch + workers < full) load_w(vb, sb, batch + workers);
-    compute(va, sa, batch);
-    batch += workers;
-    if (batch >= full) break;
-    if (batch + workers < full) load_w(va, sa, batch + workers);
-    compute(vb, sb, batch);
-    batch += workers;
+  const long long full = (k / 32) / BU; /* batches whose blocks all lie inside K */
+  if constexpr (ST > 0) {
+    uint4 *ring = smem + (size_t)warp * ST * SLOTS * 32 + lane;
+    unsigned *sring = reinterpret_cast<unsigned *>(smem + (size_t)WARPS * ST * SLOTS * 32) +
+                      (size_t)warp * ST * SLOTS * 8;
+    const long long mine = worker < full ? (full - 1 - worker) / workers + 1 : 0;
+    auto issue = [&](long long i) {
+      const long long batch = worker + i * workers;
+      const int st = (int)(i % ST);
+#pragma unroll
+      for (int t = 0; t < T; t++)
+#pragma unroll
+        for (int j = 0; j < U; j++)
+#pragma unroll
+          for (int h = 0; h < 2; h++) {
+            const int slot = st * SLOTS + (t * U + j) * 2 + h;
+            const long long blk = batch * BU + 4 * j; /* the quad's first block */
+            tgemm_decode::cp_async16_stream(ring + slot * 32, qp[t][h] + blk * 16, policy);
+            if (c == 0) tgemm_decode::cp_async4(sring + slot * 8 + g, srow[t][h] + blk);
+          }
+    };
+#pragma unroll
+    for (int s = 0; s < ST - 1; s++) {
+      if (s < mine) issue(s);
+      tgemm_decode::cp_async_commit();
+    }
+    for (long long i = 0; i < mine; i++) {
+      if (i + ST - 1 < mine) issue(i + ST - 1);
+      tgemm_decode::cp_async_commit();
+      uint4 xv[U][MT][4];
+      load_x_batch(xv, worker + i * workers); /* in flight while we wait */
+      tgemm_decode::cp_async_wait<ST - 1>();
+      __syncwarp(); /* scales were copied by lane c == 0 of each quad */
+      const int st = (int)(i % ST);
+      uint4 v[T][U][2];
+      unsigned s[T][U][2];
+#pragma unroll
+      for (int t = 0; t < T; t++)
+#pragma unroll
+        for (int j = 0; j < U; j++)
+#pragma unroll
+          for (int h = 0; h < 2; h++) {
+            const int slot = st * SLOTS + (t * U + j) * 2 + h;
+            v[t][j][h] = ring[slot * 32];
+            s[t][j][h] = reinterpret_cast<const unsigned char *>(sring + slot * 8 + g)[c];
+          }
+      __syncwarp(); /* every lane has read the slot before it is refilled */
+      compute(v, s, xv);
+    }
+    tgemm_decode::cp_async_wait<0>();
+  } else {
+    auto load_w = [&](uint4(&v)[T][U][2], unsigned(&s)[T][U][2], long long batch) {
+#pragma unroll
+      for (int t = 0; t < T; t++)
+#pragma unroll
+        for (int j = 0; j < U; j++)
+#pragma unroll
+          for (int h = 0; h < 2; h++) {
+            const long long blk = batch * BU + 4 * j; /* + c, folded into qp/sp */
+            v[t][j][h] = VEC ? tgemm_decode::load_stream16(qp[t][h] + blk * 16, policy)
+                             : load16_bytes(qp[t][h] + blk * 16);
+            s[t][j][h] = __ldg(sp[t][h] + blk);
+          }
+    };
+    auto compute_batch = [&](const uint4(&v)[T][U][2], const unsigned(&s)[T][U][2],
+                             long long batch) {
+      uint4 xv[U][MT][4];
+      load_x_batch(xv, batch);
+      compute(v, s, xv);
+    };
+    long long batch = worker;
+    uint4 va[T][U][2], vb[T][U][2];
+    unsigned sa[T][U][2], sb[T][U][2];
+    if (batch < full) load_w(va, sa, batch);
+    while (batch < full) {
+      if (batch + workers < full) load_w(vb, sb, batch + workers);
+      compute_batch(va, sa, batch);
+      batch += workers;
+      if (batch >= full) break;
+      if (batch + workers < full) load_w(va, sa, batch + workers);
+      compute_batch(vb, sb, batch);
+      batch += workers;
+    }
   }
   /* The last, partial batch: blocks past ceil(k/32) are skipped (zero), the
    * block that straddles k reads x with bounds checks (its W padding is
    * zero by the format, and x past k must not be read). */
   if (full * BU < a.k_blocks && worker == (int)(full % workers)) {
+    uint4 v[T][U][2];
+    unsigned s[T][U][2];
+    uint4 xv[U][MT][4];
+    bool big = false;
 #pragma unroll
     for (int j = 0; j < U; j++) {
-      const long long blk = full * BU + 4 * j + c;
+      const long long rel = full * BU + 4 * j;
+      const long long blk = rel + c;
       const bool valid = blk < a.k_blocks;
 #pragma unroll
       for (int t = 0; t < T; t++)
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-          const long long rel = full * BU + 4 * j;
-          va[t][j][h] = !valid ? make_uint4(0, 0, 0, 0)
-                        : VEC  ? tgemm_decode::load_stream16(qp[t][h] + rel * 16, policy)
-                               : load16_bytes(qp[t][h] + rel * 16);
-          sa[t][j][h] = valid ? (unsigned)__ldg(sp[t][h] + rel) : 127u;
+          v[t][j][h] = !valid ? make_uint4(0, 0, 0, 0)
+                       : VEC  ? tgemm_decode::load_stream16(qp[t][h] + rel * 16, policy)
+                              : load16_bytes(qp[t][h] + rel * 16);
+          s[t][j][h] = valid ? (unsigned)__ldg(sp[t][h] + rel) : 127u;
+          big |= s[t][j][h] > 128u && s[t][j][h] != 255u;
         }
+      load_x(xv[j], blk, valid ? k - blk * 32 : 0);
     }
-    bool big = false;
 #pragma unroll
-    for (int t = 0; t < T; t++)
-#pragma unroll
-      for (int j = 0; j < U; j++)
-#pragma unroll
-        for (int h = 0; h < 2; h++) big |= sa[t][j][h] > 128u && sa[t][j][h] != 255u;
-#pragma unroll
-    for (int j = 0; j < U; j++) {
-      const long long blk = full * BU + 4 * j + c;
-      const long long avail = blk < a.k_blocks ? k - blk * 32 : 0;
-      step(va, sa, j, blk, avail, big);
-    }
+    for (int j = 0; j < U; j++) step(v, s, j, xv[j], big);
   }
-  tgemm_decode::reduce_and_store<WARPS, R, MT>(acc, red, split, row0, a.ep);
+  if constexpr (ST > 0) __syncthreads(); /* the rings become the reduction buffer */
+  tgemm_decode::reduce_and_store<WARPS, R, MT>(acc, reinterpret_cast<float *>(smem), split, row0,
+                                               a.ep);
 }
 
 typedef void (*kernel_fn)(w4_args);
 
-/* The instantiated grid; tiles x unroll <= 4 keeps the double buffer,
- * x and the decode in registers (ptxas -v: no spills). */
-const int kWarps[] = {4, 8};
-const int kTileUnroll[][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}, {4, 1}};
+struct w4_config {
+  int warps, tiles, unroll, stages, split;
+};
+
+/* The instantiated kernels {warps, tiles, unroll, stages}; each is offered
+ * with every useful split.  Rings stay <= 96 KB of shared memory. */
+#define TGEMM_W4S_CONFIGS(X)                                                              \
+  X(8, 1, 1, 4) X(8, 1, 2, 4) X(8, 2, 1, 4) X(8, 1, 1, 8) X(4, 1, 1, 4) X(4, 1, 2, 4)      \
+  X(4, 2, 1, 4) X(4, 2, 2, 4) X(4, 1, 1, 8) X(4, 1, 2, 8) X(4, 2, 1, 8)
+
+#define TGEMM_W4S_ROW(W, T, U, ST) {W, T, U, ST},
+const int kConfigs[][4] = {TGEMM_W4S_CONFIGS(TGEMM_W4S_ROW)};
+#undef TGEMM_W4S_ROW
 const int kSplit[] = {1, 2, 4, 8};
 
-kernel_fn find_vec_kernel(int mt, int warps, int tiles, int unroll) {
-#define TGEMM_W4S_K(MT, W, T, U) \
-  if (mt == MT && warps == W && tiles == T && unroll == U) return w4a16_stream_kernel<MT, W, T, U, true>;
-#define TGEMM_W4S_T(MT, W)                                                              \
-  TGEMM_W4S_K(MT, W, 1, 1) TGEMM_W4S_K(MT, W, 1, 2) TGEMM_W4S_K(MT, W, 2, 1) \
-  TGEMM_W4S_K(MT, W, 2, 2) TGEMM_W4S_K(MT, W, 4, 1)
-#define TGEMM_W4S_W(MT) TGEMM_W4S_T(MT, 4) TGEMM_W4S_T(MT, 8)
-  TGEMM_W4S_W(1)
-  TGEMM_W4S_W(2)
-#undef TGEMM_W4S_W
-#undef TGEMM_W4S_T
-#undef TGEMM_W4S_K
+kernel_fn find_vec_kernel(int mt, w4_config cfg) {
+#define TGEMM_W4S_FIND(W, T, U, ST)                                            \
+  if (cfg.warps == W && cfg.tiles == T && cfg.unroll == U && cfg.stages == ST) \
+    return mt == 1 ? w4a16_stream_kernel<1, W, T, U, ST, true>                 \
+                   : w4a16_stream_kernel<2, W, T, U, ST, true>;
+  TGEMM_W4S_CONFIGS(TGEMM_W4S_FIND)
+#undef TGEMM_W4S_FIND
   return NULL;
 }
 
-const int kSafeWarps = 4, kSafeTiles = 1, kSafeUnroll = 1;
+/* The element-load fallback for unaligned operands: one configuration. */
+const w4_config kSafe = {4, 1, 1, 0, 1};
 kernel_fn find_safe_kernel(int mt) {
-  return mt == 1 ? w4a16_stream_kernel<1, kSafeWarps, kSafeTiles, kSafeUnroll, false>
-                 : w4a16_stream_kernel<2, kSafeWarps, kSafeTiles, kSafeUnroll, false>;
+  return mt == 1 ? w4a16_stream_kernel<1, 4, 1, 1, 0, false>
+                 : w4a16_stream_kernel<2, 4, 1, 1, 0, false>;
 }
 
-struct w4_config {
-  int warps, tiles, unroll, split;
-};
-
 bool config_known(w4_config cfg) {
-  bool warps = false, tile_unroll = false, split = false;
-  for (int w : kWarps) warps |= w == cfg.warps;
-  for (const auto &tu : kTileUnroll) tile_unroll |= tu[0] == cfg.tiles && tu[1] == cfg.unroll;
+  bool kernel = false, split = false;
+  for (const auto &kc : kConfigs)
+    kernel |= kc[0] == cfg.warps && kc[1] == cfg.tiles && kc[2] == cfg.unroll && kc[3] == cfg.stages;
   for (int sp : kSplit) split |= sp == cfg.split;
-  return warps && tile_unroll && split;
+  return kernel && split;
+}
+
+/* Dynamic shared memory: weight and scale rings, or the reduction buffer. */
+size_t smem_bytes(w4_config cfg, int mt) {
+  size_t slots = (size_t)cfg.warps * cfg.stages * cfg.tiles * cfg.unroll * 2;
+  size_t ring = slots * 32 * 16 + slots * 8 * 4;
+  size_t red = (size_t)cfg.warps * cfg.tiles * mt * 4 * 32 * 4;
+  return ring > red ? ring : red;
 }
 
 /* Each worker (warp of the cluster) must get at least one batch. */
 bool config_useful(const tgemm__shape *s, w4_config cfg) {
   long long blocks = (s->k + 31) / 32;
   long long batches = (blocks + 4LL * cfg.unroll - 1) / (4LL * cfg.unroll);
-  if (cfg.split > 1 && batches < (long long)cfg.split * cfg.warps) return false;
-  return true;
+  return cfg.split == 1 || batches >= (long long)cfg.split * cfg.warps;
 }
 
-/* The built-in choice; see the measurements cited in the comment. */
+/* The built-in choice.  Rule of thumb until the device measurements below
+ * replace it: split K across a cluster until there are about two blocks
+ * per SM. */
 w4_config default_config(const tgemm__shape *s, int sm_count) {
-  w4_config cfg = {8, 1, 1, 1};
+  w4_config cfg = {8, 1, 1, 4, 1};
   long long groups = (s->n + 16LL * cfg.tiles - 1) / (16LL * cfg.tiles);
   while (cfg.split < 8 && groups * cfg.split < 2LL * sm_count) {
     w4_config next = cfg;
@@ -321,12 +398,13 @@ w4_config default_config(const tgemm__shape *s, int sm_count) {
 void fill_kernel(tgemm__kernel *out, w4_config cfg) {
   memset(out, 0, sizeof *out);
   out->route = TGEMM_ROUTE_W4A16;
-  snprintf(out->name, sizeof out->name, "w4a16_stream_w%d_t%d_u%d_s%d", cfg.warps, cfg.tiles,
-           cfg.unroll, cfg.split);
+  snprintf(out->name, sizeof out->name, "w4a16_stream_w%d_t%d_u%d_p%d_s%d", cfg.warps, cfg.tiles,
+           cfg.unroll, cfg.stages, cfg.split);
   out->params[0] = cfg.warps;
   out->params[1] = cfg.tiles;
   out->params[2] = cfg.unroll;
   out->params[3] = cfg.split;
+  out->params[4] = cfg.stages;
 }
 
 bool shape_ok(const tgemm__shape *s) {
@@ -342,17 +420,16 @@ extern "C" int tgemm__w4a16_stream_candidates(const tgemm__shape *shape, int sm_
                                               tgemm__kernel *out, int cap) {
   if (!shape_ok(shape) || !out || cap <= 0) return 0;
   if (sm_count <= 0) sm_count = 132;
-  w4_config best = default_config(shape, sm_count);
+  const w4_config best = default_config(shape, sm_count);
   int count = 0;
   fill_kernel(&out[count++], best);
-  for (int w : kWarps)
-    for (const auto &tu : kTileUnroll)
-      for (int sp : kSplit) {
-        if (count >= cap) return count;
-        w4_config cfg = {w, tu[0], tu[1], sp};
-        if (!memcmp(&cfg, &best, sizeof cfg) || !config_useful(shape, cfg)) continue;
-        fill_kernel(&out[count++], cfg);
-      }
+  for (const auto &kc : kConfigs)
+    for (int sp : kSplit) {
+      if (count >= cap) return count;
+      const w4_config cfg = {kc[0], kc[1], kc[2], kc[3], sp};
+      if (!memcmp(&cfg, &best, sizeof cfg) || !config_useful(shape, cfg)) continue;
+      fill_kernel(&out[count++], cfg);
+    }
   return count;
 }
 
@@ -360,10 +437,11 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
                                                const tgemm__cuda_gemm_args *args) {
   if (!kernel || !args || kernel->route != TGEMM_ROUTE_W4A16) return cudaErrorInvalidValue;
   if (strncmp(kernel->name, "w4a16_stream_", 13) != 0) return cudaErrorInvalidValue;
-  w4_config cfg = {kernel->params[0], kernel->params[1], kernel->params[2], kernel->params[3]};
+  w4_config cfg = {kernel->params[0], kernel->params[1], kernel->params[2], kernel->params[4],
+                   kernel->params[3]};
   if (!config_known(cfg)) return cudaErrorInvalidValue;
-  tgemm__shape shape = {args->m, args->n, args->k, args->x_dtype, args->y_dtype,
-                        args->bias != NULL};
+  const tgemm__shape shape = {args->m, args->n, args->k, args->x_dtype, args->y_dtype,
+                              args->bias != NULL};
   if (!shape_ok(&shape) || !args->x || !args->w_packed || !args->w_scales || !args->y)
     return cudaErrorInvalidValue;
   const long long k_blocks = (args->k + 31) / 32;
@@ -375,18 +453,26 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
     return cudaErrorInvalidValue;
 
   const int mt = args->m > 8 ? 2 : 1;
+  /* The ring copies 16-byte weight pieces and 4-byte scale words. */
   const bool aligned = ((uintptr_t)args->x % 16 == 0) && ((uintptr_t)args->w_packed % 16 == 0) &&
-                       args->ldx % 8 == 0 && args->ldw_packed % 16 == 0;
+                       ((uintptr_t)args->w_scales % 4 == 0) && args->ldx % 8 == 0 &&
+                       args->ldw_packed % 16 == 0 && args->ldw_scales % 4 == 0;
   kernel_fn fn;
   if (aligned) {
-    fn = find_vec_kernel(mt, cfg.warps, cfg.tiles, cfg.unroll);
+    fn = find_vec_kernel(mt, cfg);
   } else {
-    cfg.warps = kSafeWarps;
-    cfg.tiles = kSafeTiles;
-    cfg.unroll = kSafeUnroll;
+    const int split = cfg.split;
+    cfg = kSafe;
+    cfg.split = split;
     fn = find_safe_kernel(mt);
   }
   if (!fn) return cudaErrorInvalidValue;
+  const size_t smem = smem_bytes(cfg, mt);
+  if (smem > 48 * 1024) {
+    /* Not a stream operation: legal during graph capture. */
+    cudaError_t err = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (err != cudaSuccess) return err;
+  }
 
   w4_args a;
   a.x = static_cast<const unsigned short *>(args->x);
@@ -410,6 +496,7 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
   cudaLaunchConfig_t launch = {};
   launch.gridDim = dim3((unsigned)(groups * cfg.split));
   launch.blockDim = dim3(32u * cfg.warps);
+  launch.dynamicSmemBytes = smem;
   launch.stream = args->stream;
   cudaLaunchAttribute attr[1];
   if (cfg.split > 1) {

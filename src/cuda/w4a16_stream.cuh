@@ -9,9 +9,9 @@
  *
  * The colleague family `w4a16` (w4a16.cuh) offers these as part of its own
  * candidates for small M.  Kernel names:
- * "w4a16_stream_w<warps>_t<tiles>_u<unroll>_s<split>", with params[0..3] =
- * warps per block, 16-row tiles per warp, 4-block steps per load batch,
- * cluster split of K. */
+ * "w4a16_stream_w<warps>_t<tiles>_u<unroll>_p<stages>_s<split>", with
+ * params[0..4] = warps per block, 16-row tiles per warp, 4-block steps per
+ * batch, cluster split of K, depth of the per-warp cp.async ring. */
 #ifndef TGEMM_CUDA_W4A16_STREAM_CUH
 #define TGEMM_CUDA_W4A16_STREAM_CUH
 
@@ -31,9 +31,10 @@ int tgemm__w4a16_stream_candidates(const tgemm__shape *shape, int sm_count,
 
 /* Runs one candidate on args->stream.  Needs args->w_packed/w_scales
  * (MXFP4, ldw_packed >= ceil(k/32)*16, ldw_scales >= ceil(k/32)), bf16 x,
- * bf16/f32 y, bias NULL or bf16/f16/f32.  When x, the packed weight or
- * their leading dimensions are not 16-byte aligned, the run silently uses a
- * scalar-load kernel (same result up to f32 rounding, slower).  Returns
+ * bf16/f32 y, bias NULL or bf16/f16/f32.  When x or the packed weight
+ * (pointer or leading dimension) is not 16-byte aligned, or the scales not
+ * 4-byte aligned, the run silently uses a scalar-load kernel (same result
+ * up to f32 rounding, slower).  Returns
  * cudaErrorInvalidValue for an unknown kernel or unsupported shape or
  * dtype, else the launch status.  Never allocates, synchronizes or touches
  * the workspace. */

@@ -38,6 +38,10 @@ void tgemm__mxfp4_quantize_row_avx2(const float *src, int64_t n,
                                     uint8_t *packed, uint8_t *scales,
                                     tgemm_scale_mode mode);
 
+/* f16 -> f32 with F16C (src/mxfp4/mxfp4_quant_avx2.c); call only when
+ * tgemm__cpu_features()->f16c. */
+void tgemm__mxfp4_widen_f16_avx2(const uint16_t *src, int64_t n, float *dst);
+
 /* Dequantize rows into f32, f16 or bf16. */
 void tgemm__mxfp4_dequantize_rows(const uint8_t *packed, int64_t packed_ld,
                                   const uint8_t *scales, int64_t scales_ld,

@@ -13,10 +13,6 @@
  * multiple of the block size, so chunks start on block boundaries). */
 #define WIDEN_CHUNK 2048
 
-/* In mxfp4_quant_avx2.c; declared here because src/mxfp4/mxfp4.h is
- * shared (move it there). */
-void tgemm__mxfp4_widen_f16_avx2(const uint16_t *src, int64_t n, float *dst);
-
 typedef void (*row_quantizer)(const float *src, int64_t n, uint8_t *packed,
                               uint8_t *scales, tgemm_scale_mode mode);
 

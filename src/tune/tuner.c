@@ -129,8 +129,11 @@ static void tune_route(tgemm_ctx *ctx, const tgemm__tune_options *opt, tgemm__wo
   }
 }
 
-static void log_shape(FILE *log, int index, int count, const tgemm__shape *s,
-                      const route_result *results, const tgemm_route *routes, int n_routes) {
+static void log_shape(const tgemm__tune_options *opt, int index, const tgemm__shape *s,
+                      const route_result *results) {
+  FILE *log = opt->log;
+  const tgemm_route *routes = opt->routes;
+  int n_routes = opt->n_routes, count = opt->n_shapes;
   if (!log) return;
   fprintf(log, "[%d/%d] M=%lld N=%lld K=%lld %s->%s%s:", index + 1, count, (long long)s->m,
           (long long)s->n, (long long)s->k, tgemm_dtype_name(s->dtype), tgemm_dtype_name(s->out_dtype),
@@ -143,6 +146,10 @@ static void log_shape(FILE *log, int index, int count, const tgemm__shape *s,
       continue;
     }
     fprintf(log, "  %s %.2fus", tgemm_route_name(routes[r]), rr->row.us);
+    if (opt->bandwidth_gbs > 0 && opt->tflops > 0) /* the fraction of the floor reached */
+      fprintf(log, " [%.2f]",
+              tgemm__floor_us(s, tgemm__route_weight_dtype(s, routes[r]), opt->bandwidth_gbs, opt->tflops) /
+                  rr->row.us);
     if (routes[r] == TGEMM_ROUTE_W4A16 || routes[r] == TGEMM_ROUTE_W4A4)
       fprintf(log, " (err %.3g)", rr->row.error);
     bool mx = routes[r] == TGEMM_ROUTE_W4A16 || routes[r] == TGEMM_ROUTE_W4A4;
@@ -228,7 +235,7 @@ tgemm_status tgemm__tune(tgemm_ctx *ctx, const tgemm__tune_options *opt, tgemm__
       return st;
     }
     if (!interrupted) summary->shapes_done++;
-    log_shape(opt->log, i, opt->n_shapes, s, results, opt->routes, opt->n_routes);
+    log_shape(opt, i, s, results);
   }
   tgemm__table_free(table);
   if (interrupted)

@@ -25,6 +25,9 @@ typedef struct tgemm__tune_options {
   int n_weight_copies;       /* <= 0: enough to exceed the cache */
   uint64_t seed;
   FILE *log;                 /* progress lines; NULL = quiet */
+  /* Measured ceilings (tgemm__measure_ceilings); when > 0 the log gives
+   * each time as a fraction of its floor.  0 = not measured. */
+  double bandwidth_gbs, tflops;
   bool verbose;              /* a line per kernel, not only per shape */
   /* Polled between kernels: when it becomes non-zero the tuner saves what
    * it has and returns TGEMM_INTERRUPTED.  NULL = never. */

@@ -49,7 +49,7 @@ typedef enum tgemm__mx_a_mode {
 } tgemm__mx_a_mode;
 
 /* Tile shapes, indexed by params[0]. */
-#define TGEMM__MX_TILE_COUNT 5
+#define TGEMM__MX_TILE_COUNT 6
 int tgemm__mx_tile_bm(int tile);
 int tgemm__mx_tile_bn(int tile);
 

@@ -624,7 +624,7 @@ struct tile_shape {
 };
 /* Tunables: they change speed only, never results beyond f32 rounding. */
 const tile_shape kTiles[TGEMM__MX_TILE_COUNT] = {
-    {16, 128}, {32, 128}, {64, 128}, {128, 128}, {128, 256}};
+    {16, 128}, {32, 128}, {64, 128}, {128, 128}, {128, 256}, {64, 128}};
 
 template <int AK>
 launch_fn pick_launch(int tile) {
@@ -634,6 +634,7 @@ launch_fn pick_launch(int tile) {
     case 2: return launch_tile<64, 128, 1, 4, 4, AK>;
     case 3: return launch_tile<128, 128, 2, 4, 4, AK>;
     case 4: return launch_tile<128, 256, 2, 4, 3, AK>;
+    case 5: return launch_tile<64, 128, 2, 4, 4, AK>; /* 8 warps of 32x32 */
     default: return nullptr;
   }
 }
@@ -658,6 +659,7 @@ bool tile_clusters_t(int tile) {
     case 2: return tile_can_cluster<64, 128, 1, 4, 4, AK>();
     case 3: return tile_can_cluster<128, 128, 2, 4, 4, AK>();
     case 4: return tile_can_cluster<128, 256, 2, 4, 3, AK>();
+    case 5: return tile_can_cluster<64, 128, 2, 4, 4, AK>();
     default: return false;
   }
 }
@@ -841,12 +843,12 @@ int tiles_for_m(int64_t m, int *tiles) {
     return 2;
   }
   if (m <= 64) {
-    tiles[0] = 2, tiles[1] = 1;
-    return 2;
+    tiles[0] = 2, tiles[1] = 5, tiles[2] = 1;
+    return 3;
   }
   if (m <= 256) {
-    tiles[0] = 2, tiles[1] = 3;
-    return 2;
+    tiles[0] = 2, tiles[1] = 5, tiles[2] = 3;
+    return 3;
   }
   tiles[0] = 3, tiles[1] = 4, tiles[2] = 2;
   return 3;

@@ -66,6 +66,7 @@ tgemm_status tgemm__time_kernel(tgemm_ctx *ctx, const tgemm__kernel *kernel, con
   if (opt_in) opt = *opt_in;
   else tgemm__timing_options_default(&opt);
   if (opt.max_reps < 1) opt.max_reps = 1;
+  if (opt.max_reps > 1000000) opt.max_reps = 1000000; /* bounds the sample buffer */
   if (!(opt.max_seconds > 0)) opt.max_seconds = 1e-3;
   const tgemm__backend *be = ctx->backend;
   bool flush = opt.flush_cache && be->flush_cache;

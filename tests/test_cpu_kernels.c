@@ -9,6 +9,7 @@
 
 #include "core/cpu_features.h"
 #include "core/internal.h"
+#include "cpu/cpu_internal.h"
 #include "cpu/cpu_reference.h"
 #include "test_util.h"
 
@@ -293,6 +294,17 @@ static tgemm_ctx *make_ctx(int n_threads) {
   return ctx;
 }
 
+/* The BLAS route in row chunks (normally only for very large M). */
+static void chunked_blas(tgemm_ctx *ctx) {
+  tgemm_dtype dts[] = {TGEMM_BF16, TGEMM_F16, TGEMM_F32};
+  tgemm__cpu_blas_set_max_chunk_rows(37);
+  for (int d = 0; d < 3; d++) {
+    case_t c = random_case(dts[d], 100, 70 + d, 130);
+    run_case(ctx, &c, true);
+  }
+  tgemm__cpu_blas_set_max_chunk_rows(0);
+}
+
 /* Shapes big enough that the kernels split rows over threads. */
 static void threaded_sweep(tgemm_ctx *ctx) {
   static const int64_t ms[] = {1, 4, 11, 16, 17, 150};
@@ -323,6 +335,7 @@ int main(void) {
   sweep(ctx, TGEMM_F16, some_ms, (int)(sizeof some_ms / sizeof some_ms[0]), true);
   sweep(ctx, TGEMM_F32, some_ms, (int)(sizeof some_ms / sizeof some_ms[0]), true);
   all_epilogues(ctx);
+  chunked_blas(ctx);
 
   /* The scalar fallbacks, on the same properties. */
   printf("scalar fallback\n");
@@ -341,6 +354,7 @@ int main(void) {
     if (!ctx) continue;
     printf("%d threads\n", threads);
     threaded_sweep(ctx);
+    chunked_blas(ctx);
     if (threads == 2) {
       tgemm__cpu_features_force_scalar(true);
       threaded_sweep(ctx);

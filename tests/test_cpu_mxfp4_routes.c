@@ -11,6 +11,7 @@
 
 #include "core/cpu_features.h"
 #include "core/internal.h"
+#include "cpu/cpu_internal.h"
 #include "cpu/cpu_reference.h"
 #include "test_util.h"
 
@@ -342,6 +343,12 @@ int main(void) {
     tgemm__cpu_features_force_scalar(true);
     sweep(ctx, big_ms, 2, big_ns, 1, big_ks, 1);
     tgemm__cpu_features_force_scalar(false);
+    /* the blocked W4A16 kernel in row chunks (normally only for huge M) */
+    tgemm__cpu_blas_set_max_chunk_rows(37);
+    static const int64_t chunk_ms[] = {100};
+    static const int64_t chunk_ns[] = {33, 600};
+    sweep(ctx, chunk_ms, 1, chunk_ns, 2, big_ks, 1);
+    tgemm__cpu_blas_set_max_chunk_rows(0);
     quantization_error(ctx);
     tgemm_ctx_free(ctx);
   }

@@ -410,6 +410,7 @@ static dev_problem upload(const host_problem &p, int copies, bool y_f32_capable)
   (void)y_f32_capable;
   d.y_bytes = (size_t)(p.m * p.n * 4);
   CK(cudaMalloc(&d.y, d.y_bytes));
+  CK(cudaDeviceSynchronize()); /* the D2D copies ran on the legacy stream */
   return d;
 }
 static void release(dev_problem &d) {
@@ -428,7 +429,9 @@ static double check_one(family f, const tgemm__kernel &kern, const host_problem 
                         const dev_problem &d, int64_t m, bool y_f32, const std::vector<double> &ref,
                         const char *what, int64_t nan_row = -1,
                         const uint16_t *x_override = nullptr) {
-  CK(cudaMemset(d.y, 0xFF, d.y_bytes)); /* NaN in bf16 and f32 */
+  /* On g_stream: a plain cudaMemset goes to the legacy stream, which does
+   * not order against a non-blocking stream. */
+  CK(cudaMemsetAsync(d.y, 0xFF, d.y_bytes, g_stream)); /* NaN in bf16 and f32 */
   tgemm__cuda_gemm_args a = make_args(p, d, m, 0, y_f32, x_override);
   cudaError_t err = run_kernel(f, &kern, &a);
   if (err == cudaSuccess) err = cudaStreamSynchronize(g_stream);

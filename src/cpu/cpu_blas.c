@@ -171,7 +171,15 @@ static tgemm_status check_blas_sizes(tgemm_ctx *ctx, const tgemm__operands *ops,
 }
 
 /* Rows per chunk given the f32 values needed per row. */
+static int64_t max_chunk_rows_override;
+
+void tgemm__cpu_blas_set_max_chunk_rows(int64_t rows) {
+  __atomic_store_n(&max_chunk_rows_override, rows, __ATOMIC_RELAXED);
+}
+
 static int64_t chunk_rows(int64_t m, int64_t floats_per_row) {
+  int64_t forced = __atomic_load_n(&max_chunk_rows_override, __ATOMIC_RELAXED);
+  if (forced > 0) return forced < m ? forced : m;
   if (floats_per_row == 0) return m;
   int64_t rows = (int64_t)(CHUNK_BYTES / sizeof(float)) / floats_per_row;
   if (rows < MIN_CHUNK_ROWS) rows = MIN_CHUNK_ROWS;
@@ -213,9 +221,13 @@ tgemm_status tgemm__cpu_run_sgemm(tgemm_ctx *ctx, const tgemm__operands *ops) {
   return TGEMM_OK;
 }
 
-/* W4A16 for larger M: dequantize W4A16_PANEL_ROWS weight rows at a time
- * into f32 and multiply them with sgemm; the decode is paid once per call
- * and amortized over M. */
+/* W4A16 for larger M: each thread dequantizes panels of its own weight
+ * rows (W4A16_PANEL_ROWS at a time) into f32 and multiplies them with a
+ * single-threaded sgemm.  The decode is paid once per call and amortized
+ * over M; threads share nothing, so one parallel region serves a whole
+ * chunk of rows (a barrier per panel costs a time slice on a busy
+ * machine).  With too few weight rows to split, threads split x's rows
+ * and each decodes every panel. */
 tgemm_status tgemm__cpu_run_w4a16_blocked(tgemm_ctx *ctx, const tgemm__operands *ops) {
   const tgemm_matrix *x = ops->x, *y = ops->y;
   const tgemm_matrix *wq = &ops->w->mxfp4;
@@ -223,19 +235,22 @@ tgemm_status tgemm__cpu_run_w4a16_blocked(tgemm_ctx *ctx, const tgemm__operands 
   if (st != TGEMM_OK) return st;
   int64_t m = x->rows, n = y->cols, k = x->cols;
   int64_t panel = n < W4A16_PANEL_ROWS ? n : W4A16_PANEL_ROWS;
-  bool convert_x = x->dtype != TGEMM_F32, temp_y = y->dtype != TGEMM_F32;
-  /* The whole of x stays converted across panels; if that is too big,
-   * rows are chunked and the weight decoded once per chunk. */
-  int64_t per_row = (convert_x ? k : 0) + (temp_y ? panel : 0);
-  int64_t rows = chunk_rows(m, per_row);
   int threads = tgemm__cpu_threads(ctx);
-  size_t bytes = ((size_t)rows * (size_t)per_row + (size_t)panel * (size_t)k) * sizeof(float);
+  bool by_cols = n >= 64 * (int64_t)threads;
+  if ((!by_cols && m < 16 * (int64_t)threads) || m * n * k < PARALLEL_MIN_MACS) threads = 1;
+  bool convert_x = x->dtype != TGEMM_F32, temp_y = y->dtype != TGEMM_F32;
+  /* x stays converted across panels; if that is too big, rows are chunked
+   * and the weight decoded once per chunk. */
+  int64_t rows = chunk_rows(m, (convert_x ? k : 0) + (temp_y ? panel : 0));
+  /* per thread: a panel of f32 weights, and its f32 output block */
+  size_t per_thread = (size_t)panel * (size_t)k + (temp_y ? (size_t)rows * (size_t)panel : 0);
+  size_t bytes = ((convert_x ? (size_t)rows * (size_t)k : 0) + (size_t)threads * per_thread) *
+                 sizeof(float);
   tgemm__cpu_buffer buf;
   st = tgemm__cpu_scratch_acquire(ctx, bytes, &buf);
   if (st != TGEMM_OK) return st;
-  float *wp = (float *)buf.ptr;
-  float *x_f32 = convert_x ? wp + panel * k : NULL;
-  float *c = temp_y ? wp + panel * k + (convert_x ? rows * k : 0) : NULL;
+  float *x_f32 = convert_x ? (float *)buf.ptr : NULL;
+  float *thread_mem = (float *)buf.ptr + (convert_x ? rows * k : 0);
   tgemm__cpu_out out = tgemm__cpu_out_make(ops);
   size_t xsz = tgemm_dtype_size(x->dtype);
   for (int64_t m0 = 0; m0 < m; m0 += rows) {
@@ -243,10 +258,28 @@ tgemm_status tgemm__cpu_run_w4a16_blocked(tgemm_ctx *ctx, const tgemm__operands 
     if (convert_x)
       tgemm__cpu_to_f32((const char *)x->data + (size_t)(m0 * x->ld) * xsz, x->dtype, m1 - m0, k,
                         x->ld, x_f32, k, threads);
-    for (int64_t n0 = 0; n0 < n; n0 += panel) {
-      int64_t nc = n0 + panel < n ? panel : n - n0;
-      tgemm__cpu_mx_rows_to_f32(wq, n0, nc, wp, k, threads);
-      gemm_block(ops, &out, m0, m1, n0, nc, wp, k, x_f32, c, threads);
+    const float *a = x_f32 ? x_f32 : (const float *)x->data + m0 * x->ld;
+    int64_t lda = x_f32 ? k : x->ld;
+#pragma omp parallel num_threads(threads)
+    {
+      int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      float *wp = thread_mem + (size_t)t * per_thread;
+      float *c = temp_y ? wp + (size_t)panel * (size_t)k : NULL;
+      int64_t j0 = 0, j1 = n, i0 = m0, i1 = m1;
+      if (nt > 1 && by_cols) {
+        int64_t groups = (n + 15) / 16;
+        j0 = groups * t / nt * 16;
+        j1 = groups * (t + 1) / nt * 16;
+        if (j1 > n) j1 = n;
+      } else if (nt > 1) {
+        i0 = m0 + (m1 - m0) * t / nt;
+        i1 = m0 + (m1 - m0) * (t + 1) / nt;
+      }
+      for (int64_t n0 = j0; n0 < j1 && i0 < i1; n0 += panel) {
+        int64_t nc = n0 + panel < j1 ? panel : j1 - n0;
+        tgemm__cpu_mx_rows_to_f32(wq, n0, nc, wp, k, 1);
+        gemm_part(ops, &out, i0, i1, n0, nc, wp, k, a + (i0 - m0) * lda, lda, c, nc);
+      }
     }
   }
   tgemm__cpu_scratch_release(&buf);

@@ -224,6 +224,10 @@ void tgemm__cpu_blas_set_threads(int n_threads);
 /* "openblas-0.3.21" from the loaded library. */
 void tgemm__cpu_blas_version(char *out, size_t size);
 
+/* Tests: cap the rows per chunk of the BLAS-based kernels (0 = the
+ * default), so that chunking is exercised on small problems. */
+void tgemm__cpu_blas_set_max_chunk_rows(int64_t rows);
+
 /* Weight cache (cpu_blas.c): the f32 copy. */
 tgemm_status tgemm__cpu_weight_prepare(tgemm_ctx *ctx, struct tgemm_weight *weight);
 void tgemm__cpu_weight_release(tgemm_ctx *ctx, struct tgemm_weight *weight);

@@ -10,7 +10,8 @@
  * every activation row kept hot. */
 #define SKINNY_MAX_M 16
 /* The streaming W4A16 kernel decodes each weight block once per call and
- * reuses it for every row; past this M the blocked (BLAS) one wins. */
+ * reuses it for every x row; from about this M the blocked one (decoded
+ * panels through sgemm) is as fast. */
 #define W4A16_STREAM_MAX_M 32
 
 /* Room for every variant of one route. */
@@ -67,8 +68,8 @@ static int all_kernels(tgemm_route route, tgemm_dtype dtype, tgemm__kernel *out,
       }
       break;
     case TGEMM_ROUTE_LIBRARY:
-      /* No sbgemm: Debian's OpenBLAS 0.3.21 declares cblas_sbgemm but is
-       * built without it (no BUILD_BFLOAT16), and it has no AVX2 kernel. */
+      /* No sbgemm: Debian's OpenBLAS 0.3.21 declares cblas_sbgemm in
+       * cblas.h but does not export it (built without BUILD_BFLOAT16). */
       set_kernel(&list[n++], route, TGEMM__CPU_K_SGEMM, 0, "cpu_openblas_sgemm");
       break;
     case TGEMM_ROUTE_W4A16:
@@ -110,15 +111,12 @@ int tgemm__cpu_candidates(tgemm_ctx *ctx, const tgemm__shape *shape, tgemm_route
   return written;
 }
 
-/* Rows of W per step for the skinny kernel, by M.  From timings on a
- * 2-core Zen 3 (see the CPU backend report); parameters change speed only. */
-static int skinny_default_rows(int64_t m) {
-  if (m <= 2) return 4;
-  if (m <= 4) return 2;
-  return 1;
-}
-
-static int w4a4_default_rows(int64_t m) { return m <= 2 ? 4 : m <= 4 ? 2 : 1; }
+/* Rows of W per step within a route, by M.  From CPU-time measurements on
+ * a 2-core Zen 3 (DeepSeek-V3 projection shapes); parameters change speed
+ * only, and the tuner measures them all. */
+static int skinny_default_rows(int64_t m) { return m == 1 ? 8 : 4; }
+static int w4a16_default_rows(int64_t m) { return m <= 2 ? 1 : 4; }
+static int w4a4_default_rows(int64_t m) { return m == 1 ? 4 : 1; }
 
 static tgemm_status pick(tgemm_ctx *ctx, const tgemm__shape *shape, tgemm_route route,
                          int family, int rows, tgemm__kernel *out) {
@@ -149,8 +147,9 @@ tgemm_status tgemm__cpu_default_kernel(tgemm_ctx *ctx, const tgemm__shape *shape
       return pick(ctx, shape, route, TGEMM__CPU_K_SKINNY, skinny_default_rows(shape->m), out);
     case TGEMM_ROUTE_LIBRARY: return pick(ctx, shape, route, TGEMM__CPU_K_SGEMM, 0, out);
     case TGEMM_ROUTE_W4A16:
-      if (shape->m <= SKINNY_MAX_M)
-        return pick(ctx, shape, route, TGEMM__CPU_K_W4A16_STREAM, shape->m <= 2 ? 4 : 2, out);
+      if (shape->m <= W4A16_STREAM_MAX_M)
+        return pick(ctx, shape, route, TGEMM__CPU_K_W4A16_STREAM, w4a16_default_rows(shape->m),
+                    out);
       return pick(ctx, shape, route, TGEMM__CPU_K_W4A16_BLOCKED, 0, out);
     case TGEMM_ROUTE_W4A4:
       return pick(ctx, shape, route, TGEMM__CPU_K_W4A4, w4a4_default_rows(shape->m), out);

@@ -100,13 +100,15 @@ static __attribute__((noinline)) void store_tile(const tgemm__cpu_mx_args *a, in
       tgemm__cpu_out_store(&a->out, m0 + i, n0 + r, sums[i * rows + r] * factor);
 }
 
+/* W4A16 for M <= 2, decoding straight into registers.  Each block's dot
+ * product is formed unscaled and then scaled by one FMA into the running
+ * sum, which leaves one dependent FMA per block on the accumulator. */
 static ALWAYS_INLINE void w4a16_tile(const tgemm__cpu_mx_args *a, int64_t n0, int64_t m0,
                                      const int MT, const int R) {
-  const bool dual = MT * R <= 4;
   const int64_t kq = a->n_blocks * BLOCK;
   const float *x = a->xf + m0 * kq;
   const uint8_t *wp[4], *ws[4];
-  __m256 acc[8][4], acc2[8][4];
+  __m256 acc[8][4];
 #pragma GCC unroll 4
   for (int r = 0; r < R; r++) {
     wp[r] = a->w_packed + (n0 + r) * a->ldw_packed;
@@ -115,7 +117,7 @@ static ALWAYS_INLINE void w4a16_tile(const tgemm__cpu_mx_args *a, int64_t n0, in
 #pragma GCC unroll 8
   for (int i = 0; i < MT; i++)
 #pragma GCC unroll 4
-    for (int r = 0; r < R; r++) acc[i][r] = acc2[i][r] = _mm256_setzero_ps();
+    for (int r = 0; r < R; r++) acc[i][r] = _mm256_setzero_ps();
   const __m128i lut = lut128(), low4 = _mm_set1_epi8(0x0F);
 
   for (int64_t b = 0; b < a->n_blocks; b++) {
@@ -125,26 +127,18 @@ static ALWAYS_INLINE void w4a16_tile(const tgemm__cpu_mx_args *a, int64_t n0, in
       __m128i ev = _mm_shuffle_epi8(lut, _mm_and_si128(p, low4));
       __m128i od = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(p, 4), low4));
       __m256 s = _mm256_set1_ps(0.5f * tgemm__cpu_e8m0(ws[r][b]));
-      __m256 w0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(ev)), s);
-      __m256 w1 = _mm256_mul_ps(
-          _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(ev, ev))), s);
-      __m256 w2 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(od)), s);
-      __m256 w3 = _mm256_mul_ps(
-          _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(od, od))), s);
+      __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(ev));
+      __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(ev, ev)));
+      __m256 w2 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(od));
+      __m256 w3 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(od, od)));
 #pragma GCC unroll 8
       for (int i = 0; i < MT; i++) {
         const float *xr = x + i * kq + b * BLOCK;
-        if (dual) {
-          acc[i][r] = _mm256_fmadd_ps(w0, _mm256_load_ps(xr), acc[i][r]);
-          acc2[i][r] = _mm256_fmadd_ps(w1, _mm256_load_ps(xr + 8), acc2[i][r]);
-          acc[i][r] = _mm256_fmadd_ps(w2, _mm256_load_ps(xr + 16), acc[i][r]);
-          acc2[i][r] = _mm256_fmadd_ps(w3, _mm256_load_ps(xr + 24), acc2[i][r]);
-        } else {
-          acc[i][r] = _mm256_fmadd_ps(w0, _mm256_load_ps(xr), acc[i][r]);
-          acc[i][r] = _mm256_fmadd_ps(w1, _mm256_load_ps(xr + 8), acc[i][r]);
-          acc[i][r] = _mm256_fmadd_ps(w2, _mm256_load_ps(xr + 16), acc[i][r]);
-          acc[i][r] = _mm256_fmadd_ps(w3, _mm256_load_ps(xr + 24), acc[i][r]);
-        }
+        __m256 t = _mm256_mul_ps(w0, _mm256_load_ps(xr));
+        t = _mm256_fmadd_ps(w1, _mm256_load_ps(xr + 8), t);
+        t = _mm256_fmadd_ps(w2, _mm256_load_ps(xr + 16), t);
+        t = _mm256_fmadd_ps(w3, _mm256_load_ps(xr + 24), t);
+        acc[i][r] = _mm256_fmadd_ps(t, s, acc[i][r]);
       }
     }
   }
@@ -152,7 +146,7 @@ static ALWAYS_INLINE void w4a16_tile(const tgemm__cpu_mx_args *a, int64_t n0, in
 #pragma GCC unroll 8
   for (int i = 0; i < MT; i++)
 #pragma GCC unroll 4
-    for (int r = 0; r < R; r++) sums[i * R + r] = hsum(_mm256_add_ps(acc[i][r], acc2[i][r]));
+    for (int r = 0; r < R; r++) sums[i * R + r] = hsum(acc[i][r]);
   store_tile(a, n0, m0, MT, R, sums, 1.0f);
 }
 
@@ -326,7 +320,8 @@ static ALWAYS_INLINE void mx_group(const tgemm__cpu_mx_args *a, int64_t n0, cons
     w4a16_group_chunked(a, n0, R);
     return;
   }
-  const int mt_max = 8 / R;
+  /* (W4A16 gets here with at most 2 x rows) */
+  const int mt_max = kind == 0 ? (R < 2 ? 2 : 8 / R < 2 ? 8 / R : 2) : 8 / R;
   int64_t m0 = 0;
   for (; m0 + mt_max <= a->m; m0 += mt_max) mx_tile(a, n0, m0, mt_max, R, kind);
   if (mt_max > 4 && m0 + 4 <= a->m) {

@@ -4,6 +4,7 @@
  * codes.  The arithmetic (scale rule, rounding) lives in mxfp4_device.cuh,
  * shared with the fused W4A4 GEMM so that both give the same bytes. */
 #include <cuda_fp16.h>
+#include <string.h>
 
 #include "cuda/mxfp4_device.cuh"
 #include "cuda/mxfp4_quant.cuh"
@@ -24,19 +25,33 @@ struct quant_args {
   int mode;
   int vec_load;  /* rows start 16-byte aligned */
   int vec_store; /* packed rows start 4-byte aligned */
+  int div_ok;    /* units fit 32 bits: magic division */
+  uint32_t div_magic, div_shift;
 };
 
-/* Which block (row, b) and which quarter of it this lane handles. */
-__device__ __forceinline__ void locate(uint64_t p, int64_t nb, int64_t *row, int64_t *b) {
-  uint64_t unit = p >> 2;
-  if (unit < 0xFFFFFFFFull && nb < 0xFFFFFFFFll) { /* 32-bit division is much cheaper */
-    uint32_t r = (uint32_t)unit / (uint32_t)nb;
+/* Which block (row, b) this lane's part belongs to: unit / nb through a
+ * multiply-high by a precomputed magic number (the per-thread division
+ * was a visible share of this memory-bound kernel's instructions). */
+template <typename A>
+__device__ __forceinline__ void locate(uint64_t p, const A &a, int64_t *row, int64_t *b) {
+  const uint64_t unit = p >> 2;
+  if (a.div_ok) {
+    const uint32_t u = (uint32_t)unit;
+    const uint32_t r = (uint32_t)(((uint64_t)__umulhi(u, a.div_magic) + u) >> a.div_shift);
     *row = r;
-    *b = (int64_t)((uint32_t)unit - r * (uint32_t)nb);
+    *b = (int64_t)(u - r * (uint32_t)a.nb);
   } else {
-    *row = (int64_t)(unit / (uint64_t)nb);
-    *b = (int64_t)(unit - (uint64_t)(*row) * (uint64_t)nb);
+    *row = (int64_t)(unit / (uint64_t)a.nb);
+    *b = (int64_t)(unit - (uint64_t)(*row) * (uint64_t)a.nb);
   }
+}
+
+/* Magic numbers for n / d with 32-bit n: q = (umulhi(n, magic) + n) >> shift. */
+void div_magic(uint64_t d, uint32_t *magic, uint32_t *shift) {
+  uint32_t l = 0;
+  while ((1ull << l) < d) l++;
+  *shift = l;
+  *magic = (uint32_t)((((1ull << l) - d) << 32) / d + 1);
 }
 
 __device__ __forceinline__ uint4 load16_stream(const void *p) {
@@ -94,47 +109,75 @@ __device__ __forceinline__ void load8(const quant_args &a, int64_t row, int64_t 
   }
 }
 
-/* Each thread takes kParts parts kThreads apart (loads of all first, so
- * that more bytes are in flight per thread). */
-constexpr int kParts = 2;
-
 template <int DT>
 __global__ void __launch_bounds__(kThreads) quantize_kernel(quant_args a) {
-  const uint64_t p0 = (uint64_t)blockIdx.x * (kThreads * kParts) + threadIdx.x;
-  int64_t row[kParts], b[kParts];
-  bool active[kParts];
-  float v[kParts][8];
+  const uint64_t p = (uint64_t)blockIdx.x * kThreads + threadIdx.x;
+  int64_t row = 0, b = 0;
+  const bool active = p < a.parts;
+  if (active) locate(p, a, &row, &b);
+  const int part = (int)(p & 3);
+  float v[8];
+  if (active) {
+    load8<DT>(a, row, b * 32 + part * 8, v);
+  } else {
 #pragma unroll
-  for (int j = 0; j < kParts; j++) {
-    const uint64_t p = p0 + (uint64_t)j * kThreads;
-    active[j] = p < a.parts;
-    row[j] = 0, b[j] = 0;
-    if (active[j]) {
-      locate(p, a.nb, &row[j], &b[j]);
-      load8<DT>(a, row[j], b[j] * 32 + (int)(p & 3) * 8, v[j]);
-    } else {
-#pragma unroll
-      for (int i = 0; i < 8; i++) v[j][i] = 0.0f;
-    }
+    for (int i = 0; i < 8; i++) v[i] = 0.0f;
   }
-  const int part = (int)(p0 & 3); /* kThreads is a multiple of 4 */
+  uint32_t amax = 0;
 #pragma unroll
-  for (int j = 0; j < kParts; j++) {
-    uint32_t amax = 0;
+  for (int i = 0; i < 8; i++) amax = max(amax, tgemm_mx::abs_bits(v[i]));
+  amax = tgemm_mx::quad_max(amax); /* whole quads are active or not */
+  if (!active) return;
+  uint32_t scale_byte;
+  uint32_t word = tgemm_mx::quantize8(v, amax, a.mode, &scale_byte);
+  uint8_t *dst = a.packed + row * a.packed_ld + b * 16 + part * 4;
+  if (a.vec_store) {
+    *reinterpret_cast<uint32_t *>(dst) = word;
+  } else {
 #pragma unroll
-    for (int i = 0; i < 8; i++) amax = max(amax, tgemm_mx::abs_bits(v[j][i]));
-    amax = tgemm_mx::quad_max(amax); /* whole quads are active or not */
-    if (!active[j]) continue;
-    uint32_t scale_byte;
-    uint32_t word = tgemm_mx::quantize8(v[j], amax, a.mode, &scale_byte);
-    uint8_t *dst = a.packed + row[j] * a.packed_ld + b[j] * 16 + part * 4;
-    if (a.vec_store) {
-      *reinterpret_cast<uint32_t *>(dst) = word;
-    } else {
+    for (int i = 0; i < 4; i++) dst[i] = (uint8_t)(word >> (8 * i));
+  }
+  if (part == 0) a.scales[row * a.scales_ld + b] = (uint8_t)scale_byte;
+}
+
+/* x̂ = dequantize(quantize(x)) as bf16 (exact), for W4A4 kernels that take
+ * bf16 activations: the same lanes and rule as the quantizer. */
+struct fake_args {
+  quant_args q;
+  uint16_t *dst;
+  int64_t dst_ld;
+  int vec_dst;
+};
+
+template <int DT>
+__global__ void __launch_bounds__(kThreads) fake_quant_kernel(fake_args f) {
+  const quant_args &a = f.q;
+  const uint64_t p = (uint64_t)blockIdx.x * kThreads + threadIdx.x;
+  int64_t row = 0, b = 0;
+  const bool active = p < a.parts;
+  if (active) locate(p, a, &row, &b);
+  const int64_t col = b * 32 + (int64_t)(p & 3) * 8;
+  float v[8];
+  if (active) {
+    load8<DT>(a, row, col, v);
+  } else {
 #pragma unroll
-      for (int i = 0; i < 4; i++) dst[i] = (uint8_t)(word >> (8 * i));
-    }
-    if (part == 0) a.scales[row[j] * a.scales_ld + b[j]] = (uint8_t)scale_byte;
+    for (int i = 0; i < 8; i++) v[i] = 0.0f;
+  }
+  uint32_t amax = 0;
+#pragma unroll
+  for (int i = 0; i < 8; i++) amax = max(amax, tgemm_mx::abs_bits(v[i]));
+  amax = tgemm_mx::quad_max(amax);
+  if (!active) return;
+  uint32_t out[4];
+  tgemm_mx::fake_quant8_bf16(v, amax, a.mode, out);
+  uint16_t *dst = f.dst + row * f.dst_ld + col;
+  if (f.vec_dst && col + 8 <= a.cols) {
+    *reinterpret_cast<uint4 *>(dst) = make_uint4(out[0], out[1], out[2], out[3]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+      if (col + i < a.cols) dst[i] = (uint16_t)(out[i / 2] >> (16 * (i & 1)));
   }
 }
 
@@ -148,6 +191,8 @@ struct dequant_args {
   char *dst;
   int64_t ld;
   int vec_load, vec_store;
+  int div_ok;
+  uint32_t div_magic, div_shift;
 };
 
 template <int DT>
@@ -155,7 +200,7 @@ __global__ void __launch_bounds__(kThreads) dequantize_kernel(dequant_args a) {
   const uint64_t p = (uint64_t)blockIdx.x * kThreads + threadIdx.x;
   if (p >= a.parts) return;
   int64_t row, b;
-  locate(p, a.nb, &row, &b);
+  locate(p, a, &row, &b);
   const int part = (int)(p & 3);
   const uint8_t *src = a.packed + row * a.packed_ld + b * 16 + part * 4;
   uint32_t word;
@@ -239,7 +284,9 @@ extern "C" cudaError_t tgemm__mxfp4_quantize_cuda(const void *src, tgemm_dtype d
   a.mode = (int)mode;
   a.vec_load = aligned(src, ld * esize, 16);
   a.vec_store = aligned(packed, packed_ld, 4);
-  const uint64_t blocks = (a.parts + kThreads * kParts - 1) / (kThreads * kParts);
+  a.div_ok = (a.parts >> 2) <= 0xFFFFFFFFull && a.nb <= 0xFFFFFFFFll;
+  div_magic((uint64_t)a.nb, &a.div_magic, &a.div_shift);
+  const uint64_t blocks = (a.parts + kThreads - 1) / kThreads;
   if (blocks > 0x7FFFFFFFull) return cudaErrorInvalidValue;
   const dim3 grid((unsigned)blocks);
   switch (dtype) {
@@ -275,6 +322,8 @@ extern "C" cudaError_t tgemm__mxfp4_dequantize_cuda(const uint8_t *packed, int64
   a.ld = ld;
   a.vec_load = aligned(packed, packed_ld, 4);
   a.vec_store = aligned(dst, ld * esize, 16);
+  a.div_ok = (a.parts >> 2) <= 0xFFFFFFFFull && a.nb <= 0xFFFFFFFFll;
+  div_magic((uint64_t)a.nb, &a.div_magic, &a.div_shift);
   const uint64_t blocks = (a.parts + kThreads - 1) / kThreads;
   if (blocks > 0x7FFFFFFFull) return cudaErrorInvalidValue;
   const dim3 grid((unsigned)blocks);
@@ -282,6 +331,46 @@ extern "C" cudaError_t tgemm__mxfp4_dequantize_cuda(const uint8_t *packed, int64
     case TGEMM_F32: dequantize_kernel<TGEMM_F32><<<grid, kThreads, 0, stream>>>(a); break;
     case TGEMM_F16: dequantize_kernel<TGEMM_F16><<<grid, kThreads, 0, stream>>>(a); break;
     default: dequantize_kernel<TGEMM_BF16><<<grid, kThreads, 0, stream>>>(a); break;
+  }
+  return cudaGetLastError();
+}
+
+extern "C" cudaError_t tgemm__mxfp4_fake_quant_bf16_cuda(const void *src, tgemm_dtype dtype,
+                                                        int64_t rows, int64_t cols, int64_t ld,
+                                                        uint16_t *dst, int64_t dst_ld,
+                                                        tgemm_scale_mode mode,
+                                                        cudaStream_t stream) {
+  if (rows < 0 || cols < 0) return cudaErrorInvalidValue;
+  if (mode != TGEMM_SCALE_EVEN && mode != TGEMM_SCALE_FLOOR && mode != TGEMM_SCALE_RCEIL)
+    return cudaErrorInvalidValue;
+  if (dtype != TGEMM_F32 && dtype != TGEMM_F16 && dtype != TGEMM_BF16)
+    return cudaErrorInvalidValue;
+  if (rows == 0 || cols == 0) return cudaSuccess;
+  if (!src || !dst || ld < cols || dst_ld < cols) return cudaErrorInvalidValue;
+  fake_args f;
+  memset(&f, 0, sizeof f);
+  quant_args &a = f.q;
+  a.nb = (cols + 31) / 32;
+  const int64_t esize = dtype == TGEMM_F32 ? 4 : 2;
+  a.src = static_cast<const char *>(src);
+  a.rows = rows;
+  a.cols = cols;
+  a.ld = ld;
+  a.parts = (uint64_t)rows * (uint64_t)a.nb * 4u;
+  a.mode = (int)mode;
+  a.vec_load = aligned(src, ld * esize, 16);
+  a.div_ok = (a.parts >> 2) <= 0xFFFFFFFFull && a.nb <= 0xFFFFFFFFll;
+  div_magic((uint64_t)a.nb, &a.div_magic, &a.div_shift);
+  f.dst = dst;
+  f.dst_ld = dst_ld;
+  f.vec_dst = aligned(dst, dst_ld * 2, 16);
+  const uint64_t blocks = (a.parts + kThreads - 1) / kThreads;
+  if (blocks > 0x7FFFFFFFull) return cudaErrorInvalidValue;
+  const dim3 grid((unsigned)blocks);
+  switch (dtype) {
+    case TGEMM_F32: fake_quant_kernel<TGEMM_F32><<<grid, kThreads, 0, stream>>>(f); break;
+    case TGEMM_F16: fake_quant_kernel<TGEMM_F16><<<grid, kThreads, 0, stream>>>(f); break;
+    default: fake_quant_kernel<TGEMM_BF16><<<grid, kThreads, 0, stream>>>(f); break;
   }
   return cudaGetLastError();
 }

@@ -31,6 +31,14 @@ cudaError_t tgemm__mxfp4_dequantize_cuda(const uint8_t *packed, int64_t packed_l
                                          int64_t cols, void *dst, tgemm_dtype dtype, int64_t ld,
                                          cudaStream_t stream);
 
+/* Internal to the W4A4 family: dst (bf16, row stride dst_ld elements) =
+ * dequantize(quantize(src)), the activations exactly as an MXFP4 GEMM sees
+ * them (bf16 holds every e2m1·2^s).  Same rule and bytes as above. */
+cudaError_t tgemm__mxfp4_fake_quant_bf16_cuda(const void *src, tgemm_dtype dtype, int64_t rows,
+                                              int64_t cols, int64_t ld, uint16_t *dst,
+                                              int64_t dst_ld, tgemm_scale_mode mode,
+                                              cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

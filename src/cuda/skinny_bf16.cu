@@ -213,13 +213,13 @@ struct skinny_config {
 
 /* The instantiated kernels {warps, tiles, unroll, stages}; candidates()
  * offers each with every useful split.  Register double buffers (stages 0)
- * keep tiles x unroll <= 8: at 16 they spill (ptxas -v).  Rings stay
- * <= 96 KB of shared memory per block. */
+ * keep tiles x unroll <= 8: at 16 they spill (ptxas -v).  Deeper cp.async
+ * rings (8 stages) and most 4-warp blocks never won on the H100 (bench run
+ * of 2026-11-23) and were dropped. */
 #define TGEMM_SKINNY_CONFIGS(X)                                                           \
-  X(8, 1, 2, 0) X(8, 1, 4, 0) X(8, 2, 2, 0) X(8, 2, 4, 0) X(8, 4, 2, 0) X(4, 1, 2, 0)      \
-  X(4, 1, 4, 0) X(4, 2, 2, 0) X(4, 2, 4, 0) X(4, 4, 2, 0) X(8, 1, 1, 4) X(8, 1, 2, 4)      \
-  X(8, 2, 1, 4) X(8, 1, 1, 8) X(4, 1, 1, 4) X(4, 1, 2, 4) X(4, 2, 1, 4) X(4, 2, 2, 4)      \
-  X(4, 1, 1, 8) X(4, 1, 2, 8) X(4, 2, 1, 8)
+  X(8, 1, 2, 0) X(8, 1, 4, 0) X(8, 1, 8, 0) X(8, 2, 2, 0) X(8, 2, 4, 0) X(8, 4, 2, 0)      \
+  X(4, 1, 2, 0) X(4, 1, 4, 0) X(4, 2, 4, 0) X(16, 1, 2, 0) X(16, 1, 4, 0) X(16, 2, 2, 0)   \
+  X(8, 1, 2, 4) X(8, 2, 1, 4)
 
 #define TGEMM_SKINNY_ROW(W, T, U, ST) {W, T, U, ST},
 const int kConfigs[][4] = {TGEMM_SKINNY_CONFIGS(TGEMM_SKINNY_ROW)};
@@ -263,17 +263,40 @@ bool config_useful(const tgemm__shape *s, skinny_config cfg) {
   return cfg.split == 1 || batches >= (long long)cfg.split * cfg.warps;
 }
 
-/* The built-in choice.  Rule of thumb until the device measurements below
- * replace it: split K across a cluster until there are about two blocks
- * per SM. */
+/* The built-in choice (candidates[0]).  A rule read off the bench run of
+ * 2026-11-23 on the H100 (bench/device/skinny.sh, graph timing, every
+ * candidate timed on the nine DeepSeek-V3 projections x M = 1..16); on
+ * that run it picks the fastest candidate at each of the 45 points:
+ * - at most one 16-row tile per SM (N <= 2112 here): 16 warps, 4 k steps,
+ *   no split (8 warps x 8 steps from M = 9; N = 576 at M = 16: 4 warps
+ *   and a split of 8);
+ * - short rows (K <= 1024): 8 warps, 2 steps;
+ * - long rows (K >= 8192): 8 warps, 4 steps, two tiles from M = 9;
+ * - otherwise 8 warps with 4 steps up to two tiles per SM, else 2 steps
+ *   (two tiles unless N >= 16K rows; 4 warps x 2 tiles x 4 steps from
+ *   M = 9). */
 skinny_config default_config(const tgemm__shape *s, int sm_count) {
-  skinny_config cfg = {8, 1, 2, 4, 1};
-  long long groups = (s->n + 16LL * cfg.tiles - 1) / (16LL * cfg.tiles);
-  while (cfg.split < 8 && groups * cfg.split < 2LL * sm_count) {
-    skinny_config next = cfg;
-    next.split *= 2;
-    if (!config_useful(s, next)) break;
-    cfg = next;
+  const long long tiles16 = (s->n + 15) / 16;
+  skinny_config cfg = {8, 1, 4, 0, 1};
+  if (tiles16 <= sm_count) {
+    if (s->m <= 8) {
+      cfg = skinny_config{16, 1, 4, 0, 1};
+    } else if (2 * tiles16 >= sm_count) {
+      cfg = skinny_config{8, 1, 8, 0, 1};
+    } else {
+      cfg = skinny_config{4, 1, 4, 0, 8};
+      while (cfg.split > 1 && !config_useful(s, cfg)) cfg.split /= 2;
+    }
+  } else if (s->k <= 1024) {
+    cfg = skinny_config{8, 1, 2, 0, 1};
+  } else if (s->k >= 8192) {
+    cfg = skinny_config{8, s->m > 8 ? 2 : 1, 4, 0, 1};
+  } else if (tiles16 <= 2LL * sm_count) {
+    cfg = skinny_config{8, 1, 4, 0, 1};
+  } else if (s->m > 8) {
+    cfg = skinny_config{4, 2, 4, 0, 1};
+  } else {
+    cfg = skinny_config{8, tiles16 >= 1024 ? 1 : 2, 2, 0, 1};
   }
   return cfg;
 }

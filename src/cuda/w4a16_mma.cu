@@ -88,9 +88,14 @@ struct tile_cfg {
   static constexpr int kStage = kWSOff + kWSBytes;
   static constexpr bool kHat = AK >= A_Q_BF16;
   static constexpr int kHatBytes = kHat ? BM * 128 : 0;
-  static constexpr int kSmem = STAGES * kStage + kHatBytes;
+  static constexpr int kDecBytes = BN * 128; /* the stage's weights as bf16/f16 */
+  static constexpr int kSmem = STAGES * kStage + kHatBytes + kDecBytes;
   static_assert(kWM % 16 == 0 && kWN % 8 == 0, "warp tile");
-  static_assert((BM * 8) % kThreads == 0, "prep pass covers the tile evenly");
+  /* The x prep pass: every lane of a warp takes part or none (quad
+   * shuffles); the decode pass: every thread the same number of words. */
+  static_assert((BM * 8) % kThreads == 0 || ((BM * 8) % 32 == 0 && kThreads % (BM * 8) == 0),
+                "prep pass covers the tile evenly");
+  static_assert((BN * 8) % kThreads == 0, "decode pass covers the tile evenly");
   static_assert(kStage % 16 == 0, "16-byte aligned stages");
 };
 
@@ -271,6 +276,7 @@ __global__ void __launch_bounds__(WARPS_M *WARPS_N * 32,
 
   extern __shared__ __align__(128) uint8_t smem[];
   uint8_t *const hat = smem + STAGES * C::kStage;
+  uint8_t *const wdec = hat + C::kHatBytes;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;
@@ -320,11 +326,10 @@ __global__ void __launch_bounds__(WARPS_M *WARPS_N * 32,
   };
 
   /* Low address bits of the weight-scale rows this lane reads. */
-  uint32_t ws_lo[NTL], wsc_lo[NTL][2];
+  uint32_t wsc_lo[NTL][2];
 #pragma unroll
   for (int ni = 0; ni < NTL; ni++) {
     const int rn = warp_n * C::kWN + ni * 8;
-    ws_lo[ni] = (uint32_t)(uintptr_t)p.ws + (uint32_t)(n0 + rn + g) * (uint32_t)p.ldws;
     wsc_lo[ni][0] = (uint32_t)(uintptr_t)p.ws + (uint32_t)(n0 + rn + 2 * t) * (uint32_t)p.ldws;
     wsc_lo[ni][1] = wsc_lo[ni][0] + (uint32_t)p.ldws;
   }
@@ -401,95 +406,88 @@ __global__ void __launch_bounds__(WARPS_M *WARPS_N * 32,
         *reinterpret_cast<uint4 *>(hat + r * 128 + ((j ^ ((r & 1) << 2)) * 16)) =
             make_uint4(out[0], out[1], out[2], out[3]);
       }
-      __syncthreads();
     }
 
+    /* The stage's weights decoded once for all warps: 8 codes per lane
+     * (one packed word) to bf16 times the block scale (exact), or to f16
+     * codes when the scale waits for f32 (POST).  Same swizzled layout as
+     * the x tile, so both operands load as 16-byte rows. */
+#pragma unroll
+    for (int wi = tid; wi < BN * 8; wi += NT) {
+      const int r = wi >> 3, j = wi & 7;
+      const uint32_t w = *reinterpret_cast<const uint32_t *>(stage + C::kWPOff + r * kWRow + j * 4);
+      uint32_t out[4];
+      if constexpr (!POST) {
+        const uint32_t row_lo = (uint32_t)(uintptr_t)p.ws + (uint32_t)(n0 + r) * (uint32_t)p.ldws;
+        const uint32_t byte = stage[C::kWSOff + r * kSRow + scale_slot(row_lo, kb0, j >> 2)];
+        tgemm_mx::e2m1x8_to_bf16x2(w, out);
+        const uint32_t sc = tgemm_mx::e8m0_bf16x2(byte);
+#pragma unroll
+        for (int q = 0; q < 4; q++) out[q] = tgemm_mx::bf16x2_mul(out[q], sc);
+      } else {
+        tgemm_mx::e2m1x8_to_f16x2(w, out);
+      }
+      *reinterpret_cast<uint4 *>(wdec + r * 128 + ((j ^ ((r & 1) << 2)) * 16)) =
+          make_uint4(out[0], out[1], out[2], out[3]);
+    }
+    __syncthreads();
+
     const uint8_t *xa = C::kHat ? hat : stage;
-    const uint8_t *wp = stage + C::kWPOff;
     const uint8_t *wsc = stage + C::kWSOff;
-    /* All loads and decodes of a group first, then its MMAs ordered so that
-     * consecutive ones never depend on each other: the warp always has
-     * independent work while shared-memory loads and decode chains are in
-     * flight.  Thin warp tiles take both K blocks of the stage at once. */
-    constexpr int KBJ = MT <= 2 ? 2 : 1;
-    constexpr int NCH = NTL > 4 ? 4 : NTL;
 #pragma unroll
-    for (int kbb = 0; kbb < 2; kbb += KBJ) {
-      uint32_t a[KBJ][MT][8];
+    for (int kb = 0; kb < 2; kb++) {
+      uint32_t a[MT][8], b[NTL][4];
 #pragma unroll
-      for (int j = 0; j < KBJ; j++)
+      for (int mi = 0; mi < MT; mi++) {
+        const int r0 = warp_m * C::kWM + mi * 16 + g;
+        const int chunk = (kb * 4 + t) ^ ((r0 & 1) << 2);
+        const uint4 q0 = *reinterpret_cast<const uint4 *>(xa + r0 * 128 + chunk * 16);
+        const uint4 q1 = *reinterpret_cast<const uint4 *>(xa + (r0 + 8) * 128 + chunk * 16);
+        a[mi][0] = q0.x;
+        a[mi][1] = q1.x;
+        a[mi][2] = q0.y;
+        a[mi][3] = q1.y;
+        a[mi][4] = q0.z;
+        a[mi][5] = q1.z;
+        a[mi][6] = q0.w;
+        a[mi][7] = q1.w;
+      }
 #pragma unroll
-        for (int mi = 0; mi < MT; mi++) {
-          const int r0 = warp_m * C::kWM + mi * 16 + g;
-          const int chunk = ((kbb + j) * 4 + t) ^ ((r0 & 1) << 2);
-          const uint4 q0 = *reinterpret_cast<const uint4 *>(xa + r0 * 128 + chunk * 16);
-          const uint4 q1 = *reinterpret_cast<const uint4 *>(xa + (r0 + 8) * 128 + chunk * 16);
-          a[j][mi][0] = q0.x;
-          a[j][mi][1] = q1.x;
-          a[j][mi][2] = q0.y;
-          a[j][mi][3] = q1.y;
-          a[j][mi][4] = q0.z;
-          a[j][mi][5] = q1.z;
-          a[j][mi][6] = q0.w;
-          a[j][mi][7] = q1.w;
-        }
+      for (int ni = 0; ni < NTL; ni++) {
+        const int rn = warp_n * C::kWN + ni * 8 + g;
+        const int chunk = (kb * 4 + t) ^ ((rn & 1) << 2);
+        const uint4 q = *reinterpret_cast<const uint4 *>(wdec + rn * 128 + chunk * 16);
+        b[ni][0] = q.x;
+        b[ni][1] = q.y;
+        b[ni][2] = q.z;
+        b[ni][3] = q.w;
+      }
+      if constexpr (!POST) {
+        /* consecutive MMAs never depend on each other */
 #pragma unroll
-      for (int nc = 0; nc < NTL; nc += NCH) {
-        uint32_t w[KBJ][NCH], sb[KBJ][NCH];
+        for (int h = 0; h < 2; h++)
 #pragma unroll
-        for (int j = 0; j < KBJ; j++)
+          for (int ni = 0; ni < NTL; ni++)
 #pragma unroll
-          for (int c = 0; c < NCH; c++) {
-            const int rn = warp_n * C::kWN + (nc + c) * 8 + g;
-            w[j][c] = *reinterpret_cast<const uint32_t *>(wp + rn * kWRow + (kbb + j) * 16 + t * 4);
-            if constexpr (!POST)
-              sb[j][c] = wsc[rn * kSRow + scale_slot(ws_lo[nc + c], kb0, kbb + j)];
+            for (int mi = 0; mi < MT; mi++)
+              mma_bf16(acc[mi][ni], &a[mi][4 * h], b[ni][2 * h], b[ni][2 * h + 1]);
+      } else {
+#pragma unroll
+        for (int ni = 0; ni < NTL; ni++) {
+          const int rc = warp_n * C::kWN + ni * 8 + 2 * t;
+          const float s0 = tgemm_mx::e8m0_f32(wsc[rc * kSRow + scale_slot(wsc_lo[ni][0], kb0, kb)]);
+          const float s1 =
+              tgemm_mx::e8m0_f32(wsc[(rc + 1) * kSRow + scale_slot(wsc_lo[ni][1], kb0, kb)]);
+#pragma unroll
+          for (int mi = 0; mi < MT; mi++) {
+            float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            mma_f16(part, &a[mi][0], b[ni][0], b[ni][1]);
+            mma_f16(part, &a[mi][4], b[ni][2], b[ni][3]);
+            acc[mi][ni][0] = fmaf(part[0], s0, acc[mi][ni][0]);
+            acc[mi][ni][1] = fmaf(part[1], s1, acc[mi][ni][1]);
+            acc[mi][ni][2] = fmaf(part[2], s0, acc[mi][ni][2]);
+            acc[mi][ni][3] = fmaf(part[3], s1, acc[mi][ni][3]);
           }
-        uint32_t b[KBJ][NCH][4];
-#pragma unroll
-        for (int j = 0; j < KBJ; j++)
-#pragma unroll
-          for (int c = 0; c < NCH; c++) {
-            if constexpr (!POST) {
-              tgemm_mx::e2m1x8_to_bf16x2(w[j][c], b[j][c]);
-              const uint32_t sc = tgemm_mx::e8m0_bf16x2(sb[j][c]);
-#pragma unroll
-              for (int q = 0; q < 4; q++) b[j][c][q] = tgemm_mx::bf16x2_mul(b[j][c][q], sc);
-            } else {
-              tgemm_mx::e2m1x8_to_f16x2(w[j][c], b[j][c]);
-            }
-          }
-        if constexpr (!POST) {
-#pragma unroll
-          for (int j = 0; j < KBJ; j++)
-#pragma unroll
-            for (int h = 0; h < 2; h++)
-#pragma unroll
-              for (int c = 0; c < NCH; c++)
-#pragma unroll
-                for (int mi = 0; mi < MT; mi++)
-                  mma_bf16(acc[mi][nc + c], &a[j][mi][4 * h], b[j][c][2 * h], b[j][c][2 * h + 1]);
-        } else {
-#pragma unroll
-          for (int j = 0; j < KBJ; j++)
-#pragma unroll
-            for (int c = 0; c < NCH; c++) {
-              const int rc = warp_n * C::kWN + (nc + c) * 8 + 2 * t;
-              const float s0 = tgemm_mx::e8m0_f32(
-                  wsc[rc * kSRow + scale_slot(wsc_lo[nc + c][0], kb0, kbb + j)]);
-              const float s1 = tgemm_mx::e8m0_f32(
-                  wsc[(rc + 1) * kSRow + scale_slot(wsc_lo[nc + c][1], kb0, kbb + j)]);
-#pragma unroll
-              for (int mi = 0; mi < MT; mi++) {
-                float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                mma_f16(part, &a[j][mi][0], b[j][c][0], b[j][c][1]);
-                mma_f16(part, &a[j][mi][4], b[j][c][2], b[j][c][3]);
-                acc[mi][nc + c][0] = fmaf(part[0], s0, acc[mi][nc + c][0]);
-                acc[mi][nc + c][1] = fmaf(part[1], s1, acc[mi][nc + c][1]);
-                acc[mi][nc + c][2] = fmaf(part[2], s0, acc[mi][nc + c][2]);
-                acc[mi][nc + c][3] = fmaf(part[3], s1, acc[mi][nc + c][3]);
-              }
-            }
         }
       }
     }
@@ -629,8 +627,8 @@ const tile_shape kTiles[TGEMM__MX_TILE_COUNT] = {
 template <int AK>
 launch_fn pick_launch(int tile) {
   switch (tile) {
-    case 0: return launch_tile<16, 128, 1, 4, 6, AK>;
-    case 1: return launch_tile<32, 128, 1, 4, 6, AK>;
+    case 0: return launch_tile<16, 128, 1, 8, 6, AK>;
+    case 1: return launch_tile<32, 128, 1, 8, 6, AK>;
     case 2: return launch_tile<64, 128, 1, 4, 4, AK>;
     case 3: return launch_tile<128, 128, 2, 4, 4, AK>;
     case 4: return launch_tile<128, 256, 2, 4, 3, AK>;
@@ -654,8 +652,8 @@ launch_fn pick_kind(int ak, int tile) {
 template <int AK>
 bool tile_clusters_t(int tile) {
   switch (tile) {
-    case 0: return tile_can_cluster<16, 128, 1, 4, 6, AK>();
-    case 1: return tile_can_cluster<32, 128, 1, 4, 6, AK>();
+    case 0: return tile_can_cluster<16, 128, 1, 8, 6, AK>();
+    case 1: return tile_can_cluster<32, 128, 1, 8, 6, AK>();
     case 2: return tile_can_cluster<64, 128, 1, 4, 4, AK>();
     case 3: return tile_can_cluster<128, 128, 2, 4, 4, AK>();
     case 4: return tile_can_cluster<128, 256, 2, 4, 3, AK>();
@@ -697,14 +695,17 @@ extern "C" int tgemm__mx_pick_splits(int tile, int64_t m, int64_t n, int64_t k, 
   if (sm_count < 1) sm_count = 132;
   const int64_t tiles = ceil_div(m, kTiles[tile].bm) * ceil_div(n, kTiles[tile].bn);
   const int64_t kt = ceil_div(ceil_div(k, 32), 2);
-  /* Small tiles fit several CTAs per SM: aim for two waves of them. */
-  const int64_t target = kTiles[tile].bm <= 32 ? 2 * (int64_t)sm_count : sm_count;
-  if (tiles * 4 >= target * 3) return 1;
-  int64_t s = ceil_div(target, tiles);
-  const int64_t max_by_k = kt / 4 > 1 ? kt / 4 : 1; /* keep >= 4 stages per split */
-  if (s > max_by_k) s = max_by_k;
-  if (s > 32) s = 32;
-  return s < 1 ? 1 : (int)s;
+  /* The time goes as the most CTAs any SM runs times the work of one:
+   * minimise ceil(tiles*s / SMs) / s (a larger s only for a 5% gain), with at least
+   * 4 stages per split and at most the cluster size, so that the splits are
+   * reduced in one launch. */
+  int64_t best = 1;
+  double best_cost = (double)ceil_div(tiles, sm_count);
+  for (int64_t s = 2; s <= kMaxClusterSplits && s * 4 <= kt; s++) {
+    const double cost = (double)ceil_div(tiles * s, sm_count) / (double)s;
+    if (cost < best_cost * 0.95) best = s, best_cost = cost; /* worth its reduction */
+  }
+  return (int)best;
 }
 
 extern "C" cudaError_t tgemm__mx_mma_launch(const tgemm__cuda_gemm_args *args,
@@ -868,11 +869,9 @@ extern "C" int tgemm__mx_mma_candidates(const tgemm__shape *shape, int sm_count,
      * it spills there, so it is not offered. */
     if (tiles[i] == 4 && route == TGEMM_ROUTE_W4A16 && shape->dtype == TGEMM_F16) continue;
     const int s = tgemm__mx_pick_splits(tiles[i], shape->m, shape->n, shape->k, sm_count);
-    /* The cluster-reduced split (one launch) first, then the workspace one
-     * when the automatic factor is larger, then no split. */
-    const int sc = s > kMaxClusterSplits ? kMaxClusterSplits : s;
-    put_kernel(&out[count++], route, prefix, tiles[i], sc);
-    if (s > sc && count < cap) put_kernel(&out[count++], route, prefix, tiles[i], s);
+    /* The split that balances the SMs (reduced inside a cluster), then no
+     * split. */
+    put_kernel(&out[count++], route, prefix, tiles[i], s);
     if (s > 1 && count < cap) put_kernel(&out[count++], route, prefix, tiles[i], 1);
   }
   return count;

@@ -126,9 +126,11 @@ __global__ void __launch_bounds__(WARPS * 32)
 #pragma unroll
   for (int mt = 0; mt < MT; mt++) xp[mt] = a.x + (long long)min(8 * mt + g, m - 1) * a.ldx + 32 * c;
 
-  float acc[R];
+  /* Two accumulator sets (even and odd words of a block) halve the chain
+   * of dependent MMAs per step. */
+  float acc[R], acc_odd[R];
 #pragma unroll
-  for (int r = 0; r < R; r++) acc[r] = 0.0f;
+  for (int r = 0; r < R; r++) acc[r] = acc_odd[r] = 0.0f;
   const unsigned long long policy = tgemm_decode::evict_first_policy();
 
   /* x for the lane's block blk (32 k; zero past `avail` k). */
@@ -175,7 +177,8 @@ __global__ void __launch_bounds__(WARPS * 32)
           }
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
-          float(&d)[4] = *reinterpret_cast<float(*)[4]>(&acc[(t * MT + mt) * 4]);
+          float(&d)[4] =
+              *reinterpret_cast<float(*)[4]>(&((w & 1) ? acc_odd : acc)[(t * MT + mt) * 4]);
           tgemm_decode::mma_bf16(d, r[0][0], r[0][1], r[1][0], r[1][1], px[mt][0], px[mt][1]);
           tgemm_decode::mma_bf16(d, r[2][0], r[2][1], r[3][0], r[3][1], px[mt][2], px[mt][3]);
         }
@@ -318,6 +321,8 @@ __global__ void __launch_bounds__(WARPS * 32)
 #pragma unroll
     for (int j = 0; j < U; j++) step(v, s, j, xv[j], big);
   }
+#pragma unroll
+  for (int r = 0; r < R; r++) acc[r] += acc_odd[r];
   if constexpr (ST > 0) __syncthreads(); /* the rings become the reduction buffer */
   tgemm_decode::reduce_and_store<WARPS, R, MT>(acc, reinterpret_cast<float *>(smem), split, row0,
                                                a.ep);
@@ -333,7 +338,7 @@ struct w4_config {
  * with every useful split.  Rings stay <= 96 KB of shared memory. */
 #define TGEMM_W4S_CONFIGS(X)                                                              \
   X(8, 1, 1, 4) X(8, 1, 2, 4) X(8, 2, 1, 4) X(8, 1, 1, 8) X(4, 1, 1, 4) X(4, 1, 2, 4)      \
-  X(4, 2, 1, 4) X(4, 2, 2, 4) X(4, 1, 1, 8) X(4, 1, 2, 8) X(4, 2, 1, 8)
+  X(4, 2, 1, 4) X(4, 2, 2, 4) X(4, 4, 1, 4) X(16, 1, 1, 4) X(16, 2, 1, 4)
 
 #define TGEMM_W4S_ROW(W, T, U, ST) {W, T, U, ST},
 const int kConfigs[][4] = {TGEMM_W4S_CONFIGS(TGEMM_W4S_ROW)};
@@ -380,17 +385,29 @@ bool config_useful(const tgemm__shape *s, w4_config cfg) {
   return cfg.split == 1 || batches >= (long long)cfg.split * cfg.warps;
 }
 
-/* The built-in choice.  Rule of thumb until the device measurements below
- * replace it: split K across a cluster until there are about two blocks
- * per SM. */
+/* The built-in choice (candidates[0]).  A rule read off the bench run of
+ * 2026-11-23 on the H100 (bench/device/skinny.sh, graph timing, every
+ * candidate timed on the nine DeepSeek-V3 projections x M = 1..16); on
+ * that run it is within 3.2% of the fastest candidate at all 45 points,
+ * 0.24% on average.  All use the 4-deep ring and one 4-block step:
+ * - fewer 16-row tiles than half the SMs (N = 576): 4 warps, split 8;
+ * - at most one tile per SM (N <= 2112): 16 warps, no split;
+ * - short rows (K <= 1024): 4 warps; otherwise 8 warps;
+ * - two tiles per warp (x fragments reused) from M = 5 (M = 9 for the
+ *   smallest N), and always for long rows or very tall weights. */
 w4_config default_config(const tgemm__shape *s, int sm_count) {
-  w4_config cfg = {8, 1, 1, 4, 1};
-  long long groups = (s->n + 16LL * cfg.tiles - 1) / (16LL * cfg.tiles);
-  while (cfg.split < 8 && groups * cfg.split < 2LL * sm_count) {
-    w4_config next = cfg;
-    next.split *= 2;
-    if (!config_useful(s, next)) break;
-    cfg = next;
+  const long long tiles16 = (s->n + 15) / 16;
+  w4_config cfg;
+  if (2 * tiles16 < sm_count) {
+    cfg = w4_config{4, s->m > 8 ? 2 : 1, 1, 4, 8};
+    while (cfg.split > 1 && !config_useful(s, cfg)) cfg.split /= 2;
+  } else if (tiles16 <= sm_count) {
+    cfg = w4_config{16, 1, 1, 4, 1};
+  } else if (s->k <= 1024) {
+    cfg = w4_config{4, s->m > 4 ? 2 : 1, 1, 4, 1};
+  } else {
+    const bool two = s->m > 4 || s->k >= 8192 || tiles16 >= 1024;
+    cfg = w4_config{8, two ? 2 : 1, 1, 4, 1};
   }
   return cfg;
 }

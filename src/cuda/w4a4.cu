@@ -13,10 +13,18 @@
 #include "cuda/w4a16.cuh"
 #include "cuda/w4a4.cuh"
 
+#if __has_include("cuda/w4a16_stream.cuh")
+#include "cuda/w4a16_stream.cuh"
+#define TGEMM__W4A4_HAVE_STREAM 1
+#endif
+
 namespace {
 
 const char kFused[] = "w4a4_fused_";
 const char kPrequant[] = "w4a4_prequant_";
+/* "w4a4_xq_" + a streaming W4A16 kernel's name without its "w4a16_". */
+const char kXq[] = "w4a4_xq_";
+const char kW4a16[] = "w4a16_";
 
 bool shape_ok(const tgemm__shape *shape) {
   return shape->m >= 1 && shape->n >= 1 && shape->k >= 1 && shape->m <= INT32_MAX &&
@@ -74,6 +82,59 @@ cudaError_t run_prequant(const tgemm__kernel *kernel, const tgemm__cuda_gemm_arg
   return cudaSuccess;
 }
 
+#ifdef TGEMM__W4A4_HAVE_STREAM
+/* M <= 16: x̂ = dequantize(quantize(x)) into the workspace as bf16 (one
+ * small launch; exact), then the streaming W4A16 decode kernel on x̂.  The
+ * result is the exact product of the dequantized operands, as for every
+ * W4A4 kernel.  Workspace: M * round_up(K, 8) * 2 bytes. */
+cudaError_t run_xq(const tgemm__kernel *kernel, const tgemm__cuda_gemm_args *args) {
+  if (!args->workspace || !args->x) return cudaErrorInvalidValue;
+  tgemm__kernel inner = *kernel;
+  inner.route = TGEMM_ROUTE_W4A16;
+  memset(inner.name, 0, sizeof inner.name);
+  const size_t tail = strlen(kernel->name) - (sizeof kXq - 1);
+  if (tail + sizeof kW4a16 > sizeof inner.name) return cudaErrorInvalidValue;
+  memcpy(inner.name, kW4a16, sizeof kW4a16 - 1);
+  memcpy(inner.name + sizeof kW4a16 - 1, kernel->name + sizeof kXq - 1, tail);
+
+  const int64_t ld = (args->k + 7) / 8 * 8; /* 16-byte rows for the vector loads */
+  uintptr_t base = ((uintptr_t)args->workspace + 255) & ~(uintptr_t)255;
+  const size_t need = (base - (uintptr_t)args->workspace) + (size_t)args->m * (size_t)ld * 2;
+  if (need > args->workspace_bytes) return cudaErrorInvalidValue;
+  uint16_t *xhat = reinterpret_cast<uint16_t *>(base);
+  cudaError_t err =
+      tgemm__mxfp4_fake_quant_bf16_cuda(args->x, args->x_dtype, args->m, args->k, args->ldx, xhat,
+                                        ld, args->scale_mode, args->stream);
+  if (err != cudaSuccess) return err;
+  tgemm__cuda_gemm_args a = *args;
+  a.x = xhat;
+  a.ldx = ld;
+  a.x_dtype = TGEMM_BF16;
+  return tgemm__w4a16_stream_run(&inner, &a);
+}
+
+int xq_candidates(const tgemm__shape *shape, int sm_count, tgemm__kernel *out, int cap) {
+  if (shape->m > 16 || cap <= 0) return 0;
+  tgemm__shape sh = *shape;
+  sh.dtype = TGEMM_BF16; /* the stream kernel sees x̂ in bf16 */
+  tgemm__kernel inner[64];
+  int n = tgemm__w4a16_stream_candidates(&sh, sm_count, inner, 64);
+  int count = 0;
+  for (int i = 0; i < n && count < cap; i++) {
+    if (strncmp(inner[i].name, kW4a16, sizeof kW4a16 - 1) != 0) continue;
+    const char *rest = inner[i].name + sizeof kW4a16 - 1;
+    if (strlen(rest) + sizeof kXq > sizeof out[count].name) continue;
+    out[count] = inner[i];
+    out[count].route = TGEMM_ROUTE_W4A4;
+    memset(out[count].name, 0, sizeof out[count].name);
+    memcpy(out[count].name, kXq, sizeof kXq - 1);
+    memcpy(out[count].name + sizeof kXq - 1, rest, strlen(rest));
+    count++;
+  }
+  return count;
+}
+#endif
+
 }  // namespace
 
 extern "C" int tgemm__w4a4_candidates(const tgemm__shape *shape, int sm_count,
@@ -83,6 +144,10 @@ extern "C" int tgemm__w4a4_candidates(const tgemm__shape *shape, int sm_count,
    * large M: quantizing once beats redoing it for every N tile. */
   const bool fused_first = shape->m <= 256;
   int count = 0;
+#ifdef TGEMM__W4A4_HAVE_STREAM
+  /* M <= 16: quantized activations through the streaming decode kernel. */
+  count += xq_candidates(shape, sm_count, out, cap);
+#endif
   for (int pass = 0; pass < 2; pass++) {
     const bool fused = (pass == 0) == fused_first;
     count += tgemm__mx_mma_candidates(shape, sm_count, TGEMM_ROUTE_W4A4,
@@ -99,5 +164,8 @@ extern "C" cudaError_t tgemm__w4a4_run(const tgemm__kernel *kernel,
                                 kernel->params[1], args->workspace, args->workspace_bytes);
   if (strncmp(kernel->name, kPrequant, sizeof kPrequant - 1) == 0)
     return run_prequant(kernel, args);
+#ifdef TGEMM__W4A4_HAVE_STREAM
+  if (strncmp(kernel->name, kXq, sizeof kXq - 1) == 0) return run_xq(kernel, args);
+#endif
   return cudaErrorInvalidValue;
 }

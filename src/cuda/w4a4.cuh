@@ -18,6 +18,11 @@
  *   hold even one tile of rows.  The backend's default 128 MiB workspace
  *   holds M = 8192 at K = 16384 in one chunk.
  *
+ * - "w4a4_xq_<stream kernel>" (M <= 16, when w4a16_stream.cu is built): a
+ *   small launch writes x̂ = dequantize(quantize(x)) to the workspace as
+ *   bf16 (M*round_up(K, 8)*2 bytes), then the streaming W4A16 decode kernel
+ *   runs on it.
+ *
  * Plain C interface. */
 #ifndef TGEMM_CUDA_W4A4_CUH
 #define TGEMM_CUDA_W4A4_CUH

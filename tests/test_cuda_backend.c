@@ -260,12 +260,18 @@ static void check_library(tgemm_ctx *ctx, const lt_problem *p, bool all_candidat
           name, (long long)m, (long long)n, (long long)k, tgemm_dtype_name(p->x_dtype),
           tgemm_dtype_name(p->y_dtype), p->bias, (long long)ldx, (long long)p->x_offset, err, tol);
   }
-  /* On contiguous operands every candidate runs as itself. */
-  if (p->ldx_pad == 0 && p->x_offset == 0)
+  /* On contiguous operands every candidate runs as itself, except with an
+   * f32 bias on bf16 x and y: candidates describe a bias of y's dtype
+   * (fused by cuBLASLt), an f32 bias stages the output through f32, and
+   * the staged problem runs the heuristic's algorithm (one warning). */
+  bool bias_staged = p->bias == 2 && p->x_dtype == TGEMM_BF16 && p->y_dtype == TGEMM_BF16;
+  if (p->ldx_pad == 0 && p->x_offset == 0 && !bias_staged)
     CHECK(tgemm__cuda_lt_fallbacks(ctx) == fallbacks,
-          "%llu candidate run(s) fell back to the heuristic's algorithm (M=%lld N=%lld K=%lld)",
+          "%llu candidate run(s) fell back to the heuristic's algorithm (M=%lld N=%lld K=%lld, "
+          "x %s, y %s, bias %d)",
           (unsigned long long)(tgemm__cuda_lt_fallbacks(ctx) - fallbacks), (long long)m,
-          (long long)n, (long long)k);
+          (long long)n, (long long)k, tgemm_dtype_name(p->x_dtype), tgemm_dtype_name(p->y_dtype),
+          p->bias);
   printf("library M=%-4lld N=%-4lld K=%-4lld x %-4s y %-4s bias %-4s ldx %-5lld off %lld: %2d "
          "kernel(s), max rel err %.3g (default %s)\n",
          (long long)m, (long long)n, (long long)k, tgemm_dtype_name(p->x_dtype),
@@ -349,7 +355,7 @@ static void check_errors(tgemm_ctx *ctx) {
  * + cublasLtMatmul enqueue), and its GPU time.  Printed, not tested. */
 static void report_call_overhead(tgemm_ctx *ctx) {
   const int64_t m = 1, n = 2112, k = 7168;
-  const int calls = 2000;
+  const int calls = 200; /* fewer than the launch queue holds: enqueue never blocks */
   size_t xb = (size_t)(m * k) * 2, wb = (size_t)(n * k) * 2, yb = (size_t)(m * n) * 2;
   void *x_host = malloc(xb), *w_host = malloc(wb);
   test_fill_normal(x_host, TGEMM_BF16, (size_t)(m * k), 1.0f);
@@ -374,8 +380,8 @@ static void report_call_overhead(tgemm_ctx *ctx) {
   clock_gettime(CLOCK_MONOTONIC, &t1);
   CHECK_OK(ctx->backend->timer_stop(ctx, &gpu_us));
   double host_us = ((double)(t1.tv_sec - t0.tv_sec) * 1e6 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e3);
-  printf("library M=1 N=2112 K=7168, %d back-to-back calls: host %.2f us/call to enqueue, "
-         "GPU %.2f us/call (L2-warm weights)\n",
+  printf("library M=1 N=2112 K=7168, %d back-to-back calls: host %.2f us/call to enqueue "
+         "(router + cache lookup + cublasLtMatmul), GPU %.2f us/call (L2-warm weights)\n",
          calls, host_us / calls, gpu_us / calls);
   tgemm_weight_free(weight);
   tgemm_free(ctx, x_dev);

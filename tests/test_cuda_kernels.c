@@ -129,6 +129,7 @@ static void run_route(tgemm_ctx *ctx, tgemm_route route, const test_case *tc,
     return;
   }
   rs->shapes_with_kernels++;
+  uint64_t fallbacks = tgemm__cuda_lt_fallbacks(ctx);
   for (int c = 0; c < n; c++) {
     CHECK(cands[c].route == route, "kernel %s has route %d", cands[c].name, (int)cands[c].route);
     CHECK_OK(tgemm_memcpy(ctx, ops->y->data, y_poison_host, y_bytes, TGEMM_COPY_HOST_TO_DEVICE));
@@ -157,6 +158,16 @@ static void run_route(tgemm_ctx *ctx, tgemm_route route, const test_case *tc,
       if (qerr > rs->max_qerr) rs->max_qerr = qerr;
     }
   }
+  /* Each cuBLASLt candidate ran as itself, not as the heuristic's choice,
+   * except with an f32 bias on bf16 x and y: candidates describe a bias of
+   * y's dtype, and an f32 one stages the output (see cublaslt_gemm.h). */
+  bool bias_staged = tc->bias == 2 && tc->x_dtype == TGEMM_BF16 && tc->y_dtype == TGEMM_BF16;
+  if (route == TGEMM_ROUTE_LIBRARY && !bias_staged)
+    CHECK(tgemm__cuda_lt_fallbacks(ctx) == fallbacks,
+          "%llu cuBLASLt candidate run(s) fell back to the heuristic's algorithm (M=%lld N=%lld "
+          "K=%lld)",
+          (unsigned long long)(tgemm__cuda_lt_fallbacks(ctx) - fallbacks), (long long)tc->m,
+          (long long)tc->n, (long long)tc->k);
 }
 
 static void run_case(const test_case *tc, int index) {
@@ -455,13 +466,7 @@ int main(void) {
       CHECK(rs->runs > 0, "route %s offered no kernel for any tested shape",
             tgemm_route_name((tgemm_route)r));
   }
-  for (int mode = 0; mode < 3; mode++) {
-    /* Candidates ran as themselves: none was swapped for the heuristic's. */
-    CHECK(tgemm__cuda_lt_fallbacks(ctxs[mode]) == 0,
-          "%llu cuBLASLt candidate run(s) fell back to the heuristic's algorithm",
-          (unsigned long long)tgemm__cuda_lt_fallbacks(ctxs[mode]));
-    tgemm_ctx_free(ctxs[mode]);
-  }
+  for (int mode = 0; mode < 3; mode++) tgemm_ctx_free(ctxs[mode]);
   return test_finish("test_cuda_kernels");
 }
 

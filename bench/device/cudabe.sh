@@ -7,8 +7,9 @@
 #                                        libraries into build-cudabe-carry/
 #   bash bench/device/cudabe.sh          device: unpack and run (carry
 #                                        build-cudabe-carry); logs in $OUT
-# Building here and carrying the binaries saves device time; the device
-# image has no OpenBLAS, so libopenblas and its runtime go along.
+# Building here and carrying the binaries saves device time; the build
+# links OpenBLAS, which the device image may lack, so libopenblas and its
+# runtime libraries go along (LD_LIBRARY_PATH).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 P=build-cudabe-carry

@@ -379,8 +379,7 @@ static tgemm__kernel make_kernel(tgemm_route route, const char *prefix, int tile
   tgemm__kernel k;
   memset(&k, 0, sizeof k);
   k.route = route;
-  snprintf(k.name, sizeof k.name, "%s%dx%d_s%d", prefix, tgemm__mx_tile_bm(tile),
-           tgemm__mx_tile_bn(tile), splits);
+  snprintf(k.name, sizeof k.name, "%s%s_s%d", prefix, tgemm__mx_tile_name(tile), splits);
   k.params[0] = tile;
   k.params[1] = splits;
   return k;

@@ -43,6 +43,10 @@ void tgemm__lt_gemm_destroy(tgemm__lt_gemm *gemm);
  * "lt_a<id>_t<tile>_s<stages>_k<splitk>" (plus _r<reduction>, _w<swizzle>,
  * _c<custom>, _i<inner shape>, _g<cluster> where not default), carries the
  * algo's config attributes in params and its raw 64 bytes in algo.
+ * The shape carries no bias dtype, so a bias is taken to be y's: a call
+ * with an f32 bias on bf16 x and y is staged (f32 output), which these
+ * algorithms do not describe, and runs the heuristic's choice for the
+ * staged problem instead (one warning).
  * Returns how many were written (<= cap) or a negative status. */
 int tgemm__lt_gemm_candidates(tgemm_ctx *ctx, tgemm__lt_gemm *gemm, const tgemm__shape *shape,
                               tgemm__kernel *out, int cap);

@@ -19,7 +19,6 @@
 
 #ifdef __cplusplus
 extern "C" {
-
 #endif
 
 /* Largest M the skinny kernels take; M = 17 and up get no candidates. */
@@ -37,7 +36,9 @@ int tgemm__skinny_bf16_candidates(const tgemm__shape *shape, int sm_count,
  * the run silently switches to a scalar-load kernel (same result up to f32
  * rounding, slower).  Returns cudaErrorInvalidValue for an unknown kernel
  * name/params or an unsupported shape or dtype, else the launch status.
- * Never allocates, synchronizes or touches the workspace. */
+ * Never allocates, synchronizes or touches the workspace; kernels that need
+ * more than 48 KB of shared memory get cudaFuncSetAttribute first (not a
+ * stream operation, so graph capture is fine). */
 cudaError_t tgemm__skinny_bf16_run(const tgemm__kernel *kernel,
                                    const tgemm__cuda_gemm_args *args);
 

@@ -4,16 +4,21 @@
  * Two kernel families answer for this route:
  * - "w4a16_stream_*" (w4a16_stream.cu): the streaming decode kernel for
  *   M <= 16, listed first for those M;
- * - "w4a16_mma_<BM>x<BN>_s<splits>" (w4a16_mma.cu): a tensor-core kernel
+ * - "w4a16_mma_<tile>_s<splits>" (w4a16_mma.cu), tile "<BM>x<BN>" or
+ *   "64x128w8" (8 warps): a tensor-core kernel
  *   (mma.sync m16n8k16, cp.async pipeline) for any M.  The weights are
  *   decoded in registers to bf16 and multiplied by their power-of-two scale
  *   (exact: every E2M1 value times 2^(s-127) is a bf16), so the product is
  *   the exact dequantized product up to f32 accumulation.  With f16 x the
  *   codes go to the MMA unscaled and the scale is applied in f32 after each
- *   32-wide K block.  params[0] = tile index, params[1] = split-K factor.
- *   Split-K writes f32 partial sums to args->workspace ([splits][M][N]) and
- *   a second launch adds them in a fixed order (deterministic); when the
- *   workspace is too small the split factor is lowered until it fits.
+ *   32-wide K block.  Each CTA decodes its stage of weights once into
+ *   shared memory for all its warps.  params[0] = tile index, params[1] =
+ *   split-K factor.  Splits up to 8 run as one thread-block cluster and are
+ *   summed through distributed shared memory in rank order (one launch,
+ *   deterministic, no workspace); larger factors (only when asked for
+ *   explicitly) write f32 partials to args->workspace ([splits][M][N]) and
+ *   a second launch adds them in order; when the workspace is too small
+ *   the factor is lowered until it fits.
  *
  * Requirements of the mma kernels for full speed: MXFP4 packed rows 16-byte
  * aligned (pointer and ldw_packed), scales pointer 4-byte aligned, x rows
@@ -52,13 +57,15 @@ typedef enum tgemm__mx_a_mode {
 #define TGEMM__MX_TILE_COUNT 6
 int tgemm__mx_tile_bm(int tile);
 int tgemm__mx_tile_bn(int tile);
+/* "<BM>x<BN>" (plus "w8" for the 8-warp 64x128 tile), as in kernel names. */
+const char *tgemm__mx_tile_name(int tile);
 
 /* The split-K factor that fills the GPU for this tile and shape (1 when the
  * tiles alone fill it). */
 int tgemm__mx_pick_splits(int tile, int64_t m, int64_t n, int64_t k, int sm_count);
 
 /* The mma candidates for shape (any x dtype the caller accepts), named
- * "<prefix><BM>x<BN>_s<splits>", for route; the default first. */
+ * "<prefix><tile>_s<splits>", for route; the default first. */
 int tgemm__mx_mma_candidates(const tgemm__shape *shape, int sm_count, tgemm_route route,
                              const char *prefix, tgemm__kernel *out, int cap);
 

@@ -1,14 +1,18 @@
 /* The tensor-core MXFP4 GEMM (mma.sync m16n8k16, f32 accumulation) behind
- * the W4A16 route and both W4A4 strategies, plus the W4A16 family
- * dispatch.
+ * the W4A16 route and both tensor-core W4A4 strategies, plus the W4A16
+ * family dispatch.
  *
  * One CTA computes a BM x BN tile of y over a range of K (split-K), with a
- * cp.async pipeline of 64-wide K stages (two MX blocks).  Per stage and
- * 32-wide block, lane (g, t) of a warp reads one 4-byte word of weight row
- * g: elements 8t..8t+7 of the block.  The MMA's k order inside a block is
- * permuted to match (mma h of the block takes elements 8t+4h..8t+4h+3 of
- * lane t), which A follows by reading 16 bytes of x row g at element 8t; a
- * dot product does not care about the order of its terms.
+ * cp.async pipeline of 64-wide K stages (two MX blocks).  Each stage:
+ *   1. the weights (packed codes + scale bytes) are decoded once, by all
+ *      threads, into a bf16 tile in shared memory (for f16 x: f16 codes,
+ *      the scale applied later in f32);
+ *   2. the activations become a bf16 tile too when they need it (W4A4);
+ *   3. every warp runs mma.sync on 16-byte row reads of both tiles.
+ * Lane (g, t) reads 16 bytes of its row at element 8t of each 32-wide
+ * block, so the MMA's k order inside a block is permuted (mma h of the
+ * block takes elements 8t+4h..8t+4h+3 of lane t) identically for A and B;
+ * a dot product does not care about the order of its terms.
  *
  * A operand, by kind:
  *   A_BF16   x bf16 straight from the pipeline; weights decoded to bf16 and
@@ -20,8 +24,8 @@
  *            the dequantized values ±e2m1·2^s, exact in bf16.
  *   A_MX     x already MXFP4 (W4A4 after a quantize launch), decoded to the
  *            same bf16 tile.
- * Both W4A4 kinds then run the A_BF16 inner loop, so every product is the
- * exact product of the dequantized operands, summed in f32. */
+ * Every product is therefore the exact product of the dequantized
+ * operands, summed in f32. */
 #include <cooperative_groups.h>
 #include <cuda_fp16.h>
 #include <limits.h>
@@ -145,7 +149,9 @@ __device__ __forceinline__ void mma_f16(float (&d)[4], const uint32_t *a, uint32
 /* 16 bytes, of which the first `bytes` come from src and the rest are
  * zero.  fast: src is 16-byte aligned (cp.async); else byte loads. */
 __device__ __forceinline__ void copy16(uint8_t *dst, const void *src, int bytes, int fast) {
-  if (fast) {
+  /* A partial chunk (the end of a row) goes through byte loads even when
+   * aligned: a 16-byte cp.async window could reach past the array. */
+  if (fast && (bytes == 16 || bytes == 0)) {
     cp_async16(dst, src, bytes);
   } else {
     /* volatile: byte loads stay byte loads (no merged word read past the
@@ -186,8 +192,8 @@ __device__ __forceinline__ void load_scale_words(uint8_t *dst, const uint8_t *ma
     const uint8_t *wa =
         reinterpret_cast<const uint8_t *>((uintptr_t)(row + kb0) & ~(uintptr_t)3) + 4 * wd;
     const int64_t left = (row + nb) - wa;
-    if (fast) {
-      const int bytes = (int)(left < 0 ? 0 : (left > 4 ? 4 : left));
+    const int bytes = (int)(left < 0 ? 0 : (left > 4 ? 4 : left));
+    if (fast && (bytes == 4 || bytes == 0)) { /* a partial word: byte loads below */
       cp_async4(d, bytes ? static_cast<const void *>(wa) : static_cast<const void *>(mat), bytes);
     } else {
       const volatile uint8_t *vb = wa; /* byte loads only: never past the array */
@@ -591,8 +597,7 @@ cudaError_t launch_tile(const mma_params &p, cudaStream_t stream) {
   const dim3 grid((unsigned)(p.tiles_m * p.tiles_n), (unsigned)p.splits);
   if (p.cluster) {
     if (C::kSmem < BM * BN * 4) return cudaErrorInvalidValue;
-    cudaLaunchConfig_t cfg;
-    memset(&cfg, 0, sizeof cfg);
+    cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
     cfg.blockDim = dim3(C::kThreads);
     cfg.dynamicSmemBytes = C::kSmem;
@@ -619,10 +624,12 @@ bool tile_can_cluster() {
 
 struct tile_shape {
   int bm, bn;
+  const char *name; /* in kernel names: unique per tile */
 };
 /* Tunables: they change speed only, never results beyond f32 rounding. */
 const tile_shape kTiles[TGEMM__MX_TILE_COUNT] = {
-    {16, 128}, {32, 128}, {64, 128}, {128, 128}, {128, 256}, {64, 128}};
+    {16, 128, "16x128"},   {32, 128, "32x128"},   {64, 128, "64x128"},
+    {128, 128, "128x128"}, {128, 256, "128x256"}, {64, 128, "64x128w8"}};
 
 template <int AK>
 launch_fn pick_launch(int tile) {
@@ -688,6 +695,10 @@ extern "C" int tgemm__mx_tile_bm(int tile) {
 
 extern "C" int tgemm__mx_tile_bn(int tile) {
   return tile >= 0 && tile < TGEMM__MX_TILE_COUNT ? kTiles[tile].bn : 0;
+}
+
+extern "C" const char *tgemm__mx_tile_name(int tile) {
+  return tile >= 0 && tile < TGEMM__MX_TILE_COUNT ? kTiles[tile].name : "";
 }
 
 extern "C" int tgemm__mx_pick_splits(int tile, int64_t m, int64_t n, int64_t k, int sm_count) {
@@ -827,31 +838,29 @@ const char kMmaPrefix[] = "w4a16_mma_";
 void put_kernel(tgemm__kernel *k, tgemm_route route, const char *prefix, int tile, int splits) {
   memset(k, 0, sizeof *k);
   k->route = route;
-  snprintf(k->name, sizeof k->name, "%s%dx%d_s%d", prefix, kTiles[tile].bm, kTiles[tile].bn,
-           splits);
+  snprintf(k->name, sizeof k->name, "%s%s_s%d", prefix, kTiles[tile].name, splits);
   k->params[0] = tile;
   k->params[1] = splits;
 }
 
-/* The tile order for M, the measured default first. */
+/* The tile order for M, the measured default first (H100, DeepSeek-V3
+ * shapes, bench/device/mxgpu.sh): at M = 128 the 8-warp 64x128 tile won on
+ * three of four shapes, 128x128 on o_proj; from M = 1024 on 128x128 won
+ * everywhere.  M <= 64 is extrapolated (not timed). */
 int tiles_for_m(int64_t m, int *tiles) {
   if (m <= 16) {
     tiles[0] = 0, tiles[1] = 1;
     return 2;
   }
   if (m <= 32) {
-    tiles[0] = 1, tiles[1] = 0;
-    return 2;
-  }
-  if (m <= 64) {
-    tiles[0] = 2, tiles[1] = 5, tiles[2] = 1;
+    tiles[0] = 1, tiles[1] = 5, tiles[2] = 0;
     return 3;
   }
   if (m <= 256) {
-    tiles[0] = 2, tiles[1] = 5, tiles[2] = 3;
+    tiles[0] = 5, tiles[1] = 3, tiles[2] = 2;
     return 3;
   }
-  tiles[0] = 3, tiles[1] = 4, tiles[2] = 2;
+  tiles[0] = 3, tiles[1] = 4, tiles[2] = 5;
   return 3;
 }
 

@@ -37,7 +37,9 @@ int tgemm__w4a16_stream_candidates(const tgemm__shape *shape, int sm_count,
  * up to f32 rounding, slower).  Returns
  * cudaErrorInvalidValue for an unknown kernel or unsupported shape or
  * dtype, else the launch status.  Never allocates, synchronizes or touches
- * the workspace. */
+ * the workspace (cudaFuncSetAttribute for > 48 KB of shared memory is not a
+ * stream operation: graph capture is fine).  x must be bf16: an f16 x would
+ * need an inexact conversion. */
 cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
                                     const tgemm__cuda_gemm_args *args);
 

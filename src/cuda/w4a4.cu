@@ -140,9 +140,15 @@ int xq_candidates(const tgemm__shape *shape, int sm_count, tgemm__kernel *out, i
 extern "C" int tgemm__w4a4_candidates(const tgemm__shape *shape, int sm_count,
                                       tgemm__kernel *out, int cap) {
   if (!shape || !out || cap <= 0 || !shape_ok(shape)) return 0;
-  /* Small M: the weights dominate and the fused kernel saves a launch;
-   * large M: quantizing once beats redoing it for every N tile. */
-  const bool fused_first = shape->m <= 256;
+  /* Measured (H100, DeepSeek-V3 shapes): at M <= 16 quantizing x to bf16
+   * x̂ and streaming the weights wins; from M = 128 on the prequant GEMM
+   * beat the fused one on every shape (the fused kernel redoes the
+   * quantization for every N tile).  Without the streaming kernel, the
+   * fused 16-row tile leads at M <= 16 (no second launch). */
+  bool fused_first = false;
+#ifndef TGEMM__W4A4_HAVE_STREAM
+  fused_first = shape->m <= 16;
+#endif
   int count = 0;
 #ifdef TGEMM__W4A4_HAVE_STREAM
   /* M <= 16: quantized activations through the streaming decode kernel. */

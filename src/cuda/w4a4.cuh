@@ -5,23 +5,23 @@
  * e2m1·2^s is a bf16) and multiplied with f32 accumulation: the result is
  * the exact product of the dequantized operands up to f32 rounding.
  *
- * Kernels (params[0] = tile, params[1] = split-K factor):
- * - "w4a4_fused_<BM>x<BN>_s<S>": one launch; each CTA quantizes its x tile
- *   in shared memory as it streams the weights.  The 16x128 tile is the
- *   M <= 16 streaming variant.  Workspace: only for split-K partials
- *   (S*M*N*4 bytes; fewer splits when it does not fit).
- * - "w4a4_prequant_<BM>x<BN>_s<S>": a quantize launch writes x̂ to the
- *   workspace (M*(ceil(K/32)*16 + round_up(ceil(K/32), 16)) bytes plus
- *   256-byte alignment), then the GEMM reads the 4.25-bit activations.
- *   When the workspace cannot hold all M rows, rows are processed in
- *   chunks (still no allocation); cudaErrorInvalidValue when it cannot
- *   hold even one tile of rows.  The backend's default 128 MiB workspace
- *   holds M = 8192 at K = 16384 in one chunk.
- *
+ * Kernels, the measured default first (params[0] = tile, params[1] =
+ * split-K factor for the mma ones):
  * - "w4a4_xq_<stream kernel>" (M <= 16, when w4a16_stream.cu is built): a
  *   small launch writes x̂ = dequantize(quantize(x)) to the workspace as
  *   bf16 (M*round_up(K, 8)*2 bytes), then the streaming W4A16 decode kernel
- *   runs on it.
+ *   runs on it (params are the stream kernel's).
+ * - "w4a4_prequant_<tile>_s<S>": a quantize launch writes x̂ to the
+ *   workspace as MXFP4 (M*(ceil(K/32)*16 + round_up(ceil(K/32), 16)) bytes
+ *   plus 256-byte alignment), then the tensor-core GEMM reads the 4.25-bit
+ *   activations.  When the workspace cannot hold all M rows, rows are
+ *   processed in chunks (still no allocation); cudaErrorInvalidValue when
+ *   it cannot hold even one tile of rows.  The backend's default 128 MiB
+ *   workspace holds M = 8192 at K = 16384 in one chunk.
+ * - "w4a4_fused_<tile>_s<S>": one launch; each CTA quantizes its x tile
+ *   in shared memory as it streams the weights (the 16x128 tile is its
+ *   M <= 16 form).  Workspace: none, except split-K factors above 8
+ *   (S*M*N*4 bytes of partials; fewer splits when it does not fit).
  *
  * Plain C interface. */
 #ifndef TGEMM_CUDA_W4A4_CUH

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/internal.h"
+#include "route/route_cache.h"
 #include "route/table.h"
 
 static _Thread_local char create_error[TGEMM__ERROR_MAX];
@@ -116,6 +117,8 @@ tgemm_status tgemm_ctx_create(const tgemm_ctx_options *options, tgemm_ctx **out)
              ctx->backend->kind == TGEMM_BACKEND_CUDA ? "SMs" : "threads");
     st = tgemm__table_create_for_ctx(ctx);
   }
+  if (st == TGEMM_OK && !(ctx->route_cache = tgemm__route_cache_new()))
+    st = tgemm__set_error(ctx, TGEMM_OUT_OF_MEMORY, "tgemm_ctx_create: out of memory");
   if (st != TGEMM_OK) {
     snprintf(create_error, sizeof create_error, "%s", ctx->last_error);
     tgemm_ctx_free(ctx);
@@ -127,6 +130,7 @@ tgemm_status tgemm_ctx_create(const tgemm_ctx_options *options, tgemm_ctx **out)
 
 void tgemm_ctx_free(tgemm_ctx *ctx) {
   if (!ctx) return;
+  tgemm__route_cache_free(ctx->route_cache);
   if (ctx->table) tgemm__table_free(ctx->table);
   if (ctx->backend) ctx->backend->shutdown(ctx, ctx->backend_state);
   free(ctx->config_paths);

@@ -9,7 +9,8 @@
 #include "core/backend.h"
 #include "tgemm.h"
 
-struct tgemm__table; /* src/route/table.h */
+struct tgemm__table;       /* src/route/table.h */
+struct tgemm__route_cache; /* src/route/route_cache.h */
 
 #define TGEMM__ERROR_MAX 512
 
@@ -23,6 +24,7 @@ struct tgemm_ctx {
   tgemm__device_key device_key;
   char device_name[160];
   struct tgemm__table *table; /* NULL when tuned routing is off or empty */
+  struct tgemm__route_cache *route_cache; /* the router's decisions so far */
   char last_error[TGEMM__ERROR_MAX];
 };
 

@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "core/internal.h"
-#include "route/router.h"
+#include "route/route_cache.h"
 
 void tgemm_linear_options_default(tgemm_linear_options *options) {
   if (!options) return;
@@ -77,7 +77,7 @@ tgemm_status tgemm_linear(tgemm_ctx *ctx, const tgemm_matrix *x, const tgemm_wei
   tgemm__shape shape = {x->rows, w->n, w->k, x->dtype, y->dtype, bias != NULL};
   tgemm__kernel kernel;
   const char *reason = "default";
-  st = tgemm__route_select(ctx, &shape, w, options, &kernel, &reason);
+  st = tgemm__route_select_cached(ctx, &shape, w, options, &kernel, &reason);
   if (st != TGEMM_OK) return st;
   tgemm__operands ops = {x, w, bias, y};
   st = ctx->backend->run(ctx, &kernel, &shape, &ops);

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The GPU suite on the device machine, built here to save device time.
+#   bash bench/device/suite.sh --pack     here: build with -DTGEMM_CUDA=ON and pack the tgemm CLI,
+#                                         every test program and the OpenBLAS runtime into
+#                                         build-suite-carry/ (carry that path)
+#   bash bench/device/suite.sh tests      device: every test program (GPU tests run for real),
+#                                         then compute-sanitizer memcheck over the GPU tests
+#   bash bench/device/suite.sh bench      device: tune the DeepSeek-V3 preset into a table, then
+#                                         `tgemm bench` without and with that table
+# Logs and tables land in $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+P=build-suite-carry
+if [ "${1:-}" = "--pack" ]; then
+  B=build-suite
+  cmake -S . -B "$B" -DTGEMM_CUDA=ON -DCMAKE_BUILD_TYPE=Release >/dev/null && cmake --build "$B" -j2 || exit 1
+  S=$(mktemp -d)
+  mkdir -p "$S/lib" "$P"
+  cp "$B"/tgemm "$B"/test_* "$S/"
+  for l in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libgomp.so.1; do
+    cp -L "/lib/x86_64-linux-gnu/$l" "$S/lib/"
+  done
+  (cd "$S" && strip --strip-unneeded tgemm test_* 2>/dev/null)
+  tar cJf "$P/pack.tar.xz" -C "$S" . && rm -rf "$S"
+  git rev-parse HEAD >"$P/commit"
+  ls -la "$P"
+  exit 0
+fi
+
+OUT=${OUT:-/tmp/suite_out}
+mkdir -p "$OUT"
+R=/tmp/tgemm-suite
+rm -rf "$R" && mkdir -p "$R" && tar xJf "$P/pack.tar.xz" -C "$R" || exit 1
+export LD_LIBRARY_PATH="$R/lib:${LD_LIBRARY_PATH:-}" TGEMM_CLI="$R/tgemm"
+echo "commit $(cat $P/commit)"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
+
+case "${1:-tests}" in
+tests)
+  pass=0 fail=0 skip=0 failed=""
+  for t in "$R"/test_*; do
+    name=$(basename "$t")
+    SECONDS=0
+    "$t" >"$OUT/$name.log" 2>&1
+    rc=$?
+    case $rc in
+      0) pass=$((pass + 1)) ;;
+      77) skip=$((skip + 1)) ;;
+      *) fail=$((fail + 1)) failed="$failed $name" ;;
+    esac
+    echo "$name rc=$rc ${SECONDS}s: $(tail -n 1 "$OUT/$name.log")"
+  done
+  for t in test_cuda_kernels test_cuda_graph test_cuda_backend; do
+    SECONDS=0
+    TGEMM_TEST_QUICK=1 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 "$R/$t" \
+      >"$OUT/memcheck_$t.log" 2>&1
+    echo "memcheck $t rc=$? ${SECONDS}s: $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_$t.log" | tail -n 1)"
+  done
+  echo "failing:$failed"
+  echo "$pass passed, $fail failed, $skip skipped"
+  ;;
+bench)
+  SECONDS=0
+  "$R/tgemm" tune --preset deepseek-v3 --tp 1 --m 1,2,4,8,16,32,64,128,256,512,1024,2048,4096,8192 \
+    -o "$OUT/h100-deepseek-v3.csv" >"$OUT/tune.log" 2>&1
+  echo "tune rc=$? ${SECONDS}s"
+  SECONDS=0
+  "$R/tgemm" tune --preset deepseek-v3 --tp 8 --m 1,2,4,8,16,32,64,128,256,512,1024,2048,4096,8192 \
+    -o "$OUT/h100-deepseek-v3.csv" >>"$OUT/tune.log" 2>&1
+  echo "tune tp8 rc=$? ${SECONDS}s"
+  SECONDS=0
+  TGEMM_TUNED=0 "$R/tgemm" bench --csv "$OUT/bench_untuned.csv" >"$OUT/bench_untuned.txt" 2>&1
+  echo "bench untuned rc=$? ${SECONDS}s"
+  SECONDS=0
+  TGEMM_CONFIG="$OUT/h100-deepseek-v3.csv" "$R/tgemm" bench --error-budget 0.2 --csv "$OUT/bench_tuned.csv" \
+    >"$OUT/bench_tuned.txt" 2>&1
+  echo "bench tuned rc=$? ${SECONDS}s"
+  grep -A12 '^summary' "$OUT/bench_untuned.txt"
+  grep -A12 '^summary' "$OUT/bench_tuned.txt"
+  ;;
+esac

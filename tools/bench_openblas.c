@@ -27,6 +27,10 @@ tgemm_status bench_openblas_sgemm(tgemm_ctx *ctx, const tgemm__shape *shape, int
   uint32_t state = 12345;
   for (size_t i = 0; i < xs; i++) x[i] = (float)((state = state * 1664525u + 1013904223u) >> 8) / 8388608.0f - 1.0f;
   for (size_t i = 0; i < ws; i++) w[i] = (float)((state = state * 1664525u + 1013904223u) >> 8) / 8388608.0f - 1.0f;
+  /* The CPU backend runs OpenBLAS single-threaded inside its own OpenMP
+   * threads; the yardstick is OpenBLAS as a user calls it, on all the
+   * context's threads. */
+  openblas_set_num_threads(ctx->device_key.units);
   int n_samples = 0;
   double start = tgemm__now_s();
   for (int r = -1; r < max_reps; r++) { /* r = -1 is the warm-up */
@@ -38,6 +42,7 @@ tgemm_status bench_openblas_sgemm(tgemm_ctx *ctx, const tgemm__shape *shape, int
     if (r >= 0) samples[n_samples++] = (t1 - t0) * 1e6;
     if (r >= 0 && t1 - start > max_seconds) break;
   }
+  openblas_set_num_threads(1);
   qsort(samples, (size_t)n_samples, sizeof(double), compare_double);
   *median_us = samples[n_samples / 2];
 done:

@@ -6,7 +6,8 @@
 #include "core/internal.h"
 
 /* Median µs of y = x·Wᵀ by cblas_sgemm on random f32 data of the shape,
- * the cache flushed before each timed call. */
+ * with OpenBLAS on the context's thread count, the cache flushed before
+ * each timed call. */
 tgemm_status bench_openblas_sgemm(tgemm_ctx *ctx, const tgemm__shape *shape, int max_reps,
                                   double max_seconds, double *median_us);
 

@@ -65,7 +65,7 @@ static void usage(FILE *f) {
           "  --bias             add a bias\n"
           "  --out-dtype D      bf16 (default) or f32\n"
           "  --error-budget E   the budget the 'auto' row routes with (default 0: no MXFP4)\n"
-          "  --max-seconds S    time budget per kernel (default 0.3 GPU, 0.25 CPU)\n"
+          "  --max-seconds S    time budget per kernel (default 0.3 GPU, 1 CPU)\n"
           "  --reps N           timed calls per kernel at most (default 100 GPU, 20 CPU)\n"
           "  --csv FILE         also write every row as CSV\n"
           "columns: us = median µs per call; x_default = default µs / route µs; floor = floor µs /\n"
@@ -170,7 +170,7 @@ static void apply_backend_defaults(bench_args *a, bool gpu) {
     a->route_on[TGEMM_ROUTE_W4A16] = a->route_on[TGEMM_ROUTE_W4A4] = true;
     a->auto_on = true;
   }
-  if (a->max_seconds < 0) a->max_seconds = gpu ? 0.3 : 0.25;
+  if (a->max_seconds < 0) a->max_seconds = gpu ? 0.3 : 1.0;
   if (a->max_reps < 0) a->max_reps = gpu ? 100 : 20;
 }
 

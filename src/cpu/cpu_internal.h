@@ -133,7 +133,8 @@ enum {
 #define TGEMM__CPU_DENSE_STEP 16
 
 /* Dense skinny GEMM arguments: x already converted to f32 in the layout
- * the kernel expects (tgemm__cpu_skinny_x_layout), kpad values per row. */
+ * the kernel expects (tgemm__cpu_skinny_convert_x_avx2, or natural order
+ * for the scalar fallback), kpad values per row. */
 typedef struct tgemm__cpu_skinny_args {
   int64_t m, k, kpad;
   const float *xf; /* [m, kpad], zero beyond k */

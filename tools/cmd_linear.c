@@ -173,9 +173,10 @@ int tgemm__cmd_linear(int argc, char **argv) {
   }
   int64_t m = xa.shape[0], k = xa.shape[1], n = wa.shape[0];
   if (wa.shape[1] != k || (a.bias_path && ba.count != n)) {
-    fprintf(stderr, "tgemm linear: shapes do not match: x %lldx%lld, W %lldx%lld%s%lld\n", (long long)m,
-            (long long)k, (long long)wa.shape[0], (long long)wa.shape[1],
-            a.bias_path ? ", bias of " : "", (long long)(a.bias_path ? ba.count : 0));
+    char bias_text[48] = "";
+    if (a.bias_path) snprintf(bias_text, sizeof bias_text, ", bias of %lld", (long long)ba.count);
+    fprintf(stderr, "tgemm linear: shapes do not match: x %lldx%lld, W %lldx%lld%s (need W Nx%lld, bias of N)\n",
+            (long long)m, (long long)k, (long long)wa.shape[0], (long long)wa.shape[1], bias_text, (long long)k);
     tgemm__npy_free(&xa), tgemm__npy_free(&wa), tgemm__npy_free(&ba);
     return 1;
   }

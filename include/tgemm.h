@@ -6,6 +6,9 @@
  *   negative.  tgemm_ctx_last_error(ctx) gives the details of the last error.
  * - x is [M, K], W is [N, K] (nn.Linear layout), y is [M, N], bias is [N].
  *   All matrices are row-major with a leading dimension (row stride).
+ * - A context and the weights made on it are used by one thread at a time
+ *   (its error message and stream are per context); use a context per
+ *   thread for concurrent calls.
  * - A context owns one backend (CPU or CUDA).  Matrices passed to a context
  *   live in that backend's memory: host memory for CPU, device memory for
  *   CUDA.  tgemm_malloc/tgemm_memcpy move data for either.
@@ -162,7 +165,9 @@ typedef struct tgemm_ctx_options {
    * have.  MXFP4 routes are candidates only when their measured error fits;
    * 0 (default) keeps them out of automatic routing. */
   double error_budget;
-  tgemm_scale_mode scale_mode; /* for activation quantization */
+  /* MXFP4 scale rule of weights made without options; W4A4 quantizes a
+   * call's activations with its weight's rule. */
+  tgemm_scale_mode scale_mode;
   /* Bytes of device scratch allocated once at creation (0 = default). */
   size_t workspace_bytes;
 } tgemm_ctx_options;
@@ -176,7 +181,8 @@ TGEMM_API tgemm_status tgemm_ctx_create(const tgemm_ctx_options *options,
 /* Details of the last failed tgemm_ctx_create on this thread. */
 TGEMM_API const char *tgemm_ctx_create_error(void);
 TGEMM_API void tgemm_ctx_free(tgemm_ctx *ctx);
-/* Never NULL: "" when no error has happened. */
+/* The message of the most recent failed call on ctx ("" before any); a
+ * successful call leaves it as it was.  Never NULL. */
 TGEMM_API const char *tgemm_ctx_last_error(const tgemm_ctx *ctx);
 TGEMM_API tgemm_backend_kind tgemm_ctx_backend(const tgemm_ctx *ctx);
 TGEMM_API const char *tgemm_ctx_backend_name(const tgemm_ctx *ctx);

@@ -193,6 +193,7 @@ typedef struct {
   FILE *csv;
   bench_row *rows;
   int n_rows;
+  int n_failed; /* routes that could not run at some point */
 } bench_state;
 
 static void emit(bench_state *s, const bench_row *r) {
@@ -207,8 +208,7 @@ static void emit(bench_state *s, const bench_row *r) {
   if (s->n_rows < MAX_ROWS) s->rows[s->n_rows++] = *r;
 }
 
-/* Time one kernel on the workload and measure its error; false when the
- * route cannot run here (printed as skipped by the caller). */
+/* Time one kernel on the workload and measure its error. */
 static tgemm_status measure(bench_state *s, tgemm__workload *wl, const tgemm__kernel *kernel, double *us,
                             double *err) {
   tgemm__timing_options topt;
@@ -277,8 +277,14 @@ static tgemm_status bench_point(bench_state *s, const char *layer, const tgemm__
     tgemm__kernel k;
     double us, err;
     if ((st = ctx->backend->default_kernel(ctx, shape, (tgemm_route)r, &k)) != TGEMM_OK ||
-        (st = measure(s, wl, &k, &us, &err)) != TGEMM_OK)
-      goto done;
+        (st = measure(s, wl, &k, &us, &err)) != TGEMM_OK) {
+      /* One route failing must not hide the others: say so and go on. */
+      printf("%-22s %6lld %6lld %5lld  %-9s skipped: %s (%s)\n", layer, (long long)shape->n, (long long)shape->k,
+             (long long)shape->m, tgemm_route_name((tgemm_route)r), tgemm_ctx_last_error(ctx), tgemm_status_name(st));
+      s->n_failed++;
+      st = TGEMM_OK;
+      continue;
+    }
     fill_row(s, &row, layer, shape, (tgemm_route)r, k.name, us, def_us, err);
     emit(s, &row);
   }
@@ -391,13 +397,13 @@ int tgemm__cmd_bench(int argc, char **argv) {
       goto out;
     }
     for (int l = 0; l < n_layers; l++) {
+      char name[40];
+      snprintf(name, sizeof name, "%s%s", layers[l].layer, tp == 8 ? " TP8" : "");
+      if (!layer_selected(&a, layers[l].layer) && !layer_selected(&a, name)) continue;
       bool dup = false;
       for (int j = 0; j < n_seen; j++) dup |= seen[j].n == layers[l].n && seen[j].k == layers[l].k;
       if (dup) continue; /* replicated at TP=8: same shape, measured once */
       seen[n_seen++] = layers[l];
-      char name[40];
-      snprintf(name, sizeof name, "%s%s", layers[l].layer, tp == 8 ? " TP8" : "");
-      if (!layer_selected(&a, layers[l].layer) && !layer_selected(&a, name)) continue;
       for (int mi = 0; mi < a.n_ms; mi++) {
         tgemm__shape shape = {a.ms[mi], layers[l].n, layers[l].k, TGEMM_BF16, a.out_dtype, a.bias};
         if ((st = bench_point(&s, name, &shape)) != TGEMM_OK) goto ctx_error;
@@ -405,7 +411,8 @@ int tgemm__cmd_bench(int argc, char **argv) {
     }
   }
   summarize(&s);
-  rc = 0;
+  if (s.n_failed) printf("\n%d route measurement(s) failed and were skipped (see above)\n", s.n_failed);
+  rc = s.n_failed ? 1 : 0;
   goto out;
 ctx_error:
   fprintf(stderr, "tgemm bench: %s (%s)\n", tgemm_ctx_last_error(ctx), tgemm_status_name(st));

@@ -181,6 +181,15 @@ int tgemm__cmd_linear(int argc, char **argv) {
     return 1;
   }
 
+  int64_t mk, nk, mn;
+  if (m < 1 || n < 1 || k < 1 || !tgemm__mul_size(m, k, &mk) || !tgemm__mul_size(n, k, &nk) ||
+      !tgemm__mul_size(m, n, &mn) || mk > ((int64_t)1 << 40) || nk > ((int64_t)1 << 40) || mn > ((int64_t)1 << 40)) {
+    fprintf(stderr, "tgemm linear: x %lldx%lld and W %lldx%lld: every dimension must be positive and the "
+                    "sizes sane\n", (long long)m, (long long)k, (long long)n, (long long)k);
+    tgemm__npy_free(&xa), tgemm__npy_free(&wa), tgemm__npy_free(&ba);
+    return 1;
+  }
+
   tgemm_ctx_options o;
   tgemm_ctx_options_default(&o);
   o.backend = a.backend;

@@ -4,13 +4,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/cpu_features.h"
 #include "cpu/cpu_internal.h"
 #include "mxfp4/mxfp4.h"
 
-/* Bigger than twice the L3 of the machines we care about (32 MiB here). */
-#define FLUSH_BYTES ((size_t)64 << 20)
+/* The flush buffer: twice the last-level cache, and at least 64 MiB in
+ * case the size cannot be read. */
+static size_t flush_bytes(void) {
+  long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+  size_t bytes = (size_t)64 << 20;
+  if (l3 > 0 && 2 * (size_t)l3 > bytes) bytes = 2 * (size_t)l3;
+  return bytes;
+}
 
 void *tgemm__cpu_aligned_alloc(size_t bytes) {
   void *p = NULL;
@@ -148,11 +155,12 @@ static tgemm_status cpu_timer_stop(tgemm_ctx *ctx, double *elapsed_us) {
 static tgemm_status cpu_flush_cache(tgemm_ctx *ctx) {
   tgemm__cpu_state *st = (tgemm__cpu_state *)ctx->backend_state;
   if (!st->flush_buf) {
-    st->flush_buf = tgemm__cpu_aligned_alloc(FLUSH_BYTES);
+    size_t bytes = flush_bytes();
+    st->flush_buf = tgemm__cpu_aligned_alloc(bytes);
     if (!st->flush_buf)
       return tgemm__set_error(ctx, TGEMM_OUT_OF_MEMORY,
-                              "cpu flush_cache: cannot allocate %zu bytes", FLUSH_BYTES);
-    st->flush_bytes = FLUSH_BYTES;
+                              "cpu flush_cache: cannot allocate %zu bytes", bytes);
+    st->flush_bytes = bytes;
     memset(st->flush_buf, 0, st->flush_bytes);
   }
   uint64_t *p = (uint64_t *)st->flush_buf;

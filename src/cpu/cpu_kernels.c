@@ -159,9 +159,39 @@ tgemm_status tgemm__cpu_default_kernel(tgemm_ctx *ctx, const tgemm__shape *shape
   }
 }
 
-/* A kernel from a table may carry only its name: find its parameters. */
+static bool in_list(int32_t v, const int *list, size_t count) {
+  for (size_t i = 0; i < count; i++)
+    if (list[i] == v) return true;
+  return false;
+}
+
+/* Are a kernel's parameters those of one of our variants?  Checked without
+ * building names: this runs on every call. */
+static bool params_known(const tgemm__kernel *k) {
+  switch (k->params[0]) {
+    case TGEMM__CPU_K_REFERENCE: return k->route == TGEMM_ROUTE_REFERENCE;
+    case TGEMM__CPU_K_SGEMM: return k->route == TGEMM_ROUTE_LIBRARY;
+    case TGEMM__CPU_K_W4A16_BLOCKED: return k->route == TGEMM_ROUTE_W4A16;
+    case TGEMM__CPU_K_SKINNY:
+      return k->route == TGEMM_ROUTE_SKINNY &&
+             in_list(k->params[1], skinny_rows, sizeof skinny_rows / sizeof skinny_rows[0]);
+    case TGEMM__CPU_K_W4A16_STREAM:
+      return k->route == TGEMM_ROUTE_W4A16 && in_list(k->params[1], mx_rows, sizeof mx_rows / sizeof mx_rows[0]);
+    case TGEMM__CPU_K_W4A4:
+      return k->route == TGEMM_ROUTE_W4A4 && in_list(k->params[1], mx_rows, sizeof mx_rows / sizeof mx_rows[0]);
+    default: return false;
+  }
+}
+
+/* A kernel normally carries its parameters (from candidates(), the router
+ * or a table row) and is used as is; one known only by name is looked up
+ * among the variants. */
 static tgemm_status resolve(tgemm_ctx *ctx, const tgemm__kernel *kernel, tgemm_dtype dtype,
                             tgemm__kernel *out) {
+  if (kernel->params[0] != 0 && params_known(kernel)) {
+    *out = *kernel;
+    return TGEMM_OK;
+  }
   tgemm__kernel all[MAX_VARIANTS];
   int n = all_kernels(kernel->route, dtype, all, MAX_VARIANTS);
   for (int i = 0; i < n && i < MAX_VARIANTS; i++) {

@@ -334,7 +334,7 @@ static tgemm_status cuda_run(tgemm_ctx *ctx, const tgemm__kernel *kernel,
   a.y_dtype = ops->y->dtype;
   a.workspace = st->workspace;
   a.workspace_bytes = st->workspace_bytes;
-  a.scale_mode = ctx->options.scale_mode;
+  a.scale_mode = ops->w->scale_mode; /* activations follow the weight's rule, as on the CPU */
   a.sm_count = st->sm_count;
   a.stream = st->stream;
 
@@ -476,6 +476,9 @@ static tgemm_status cuda_synchronize(tgemm_ctx *ctx) {
 
 static tgemm_status cuda_set_stream(tgemm_ctx *ctx, void *stream) {
   cuda_state *st = state_of(ctx);
+  /* Work already queued (a weight's MXFP4 quantization, copies) must be
+   * done before the new stream reads its results. */
+  TGEMM__CUDA_TRY(ctx, cudaStreamSynchronize(st->stream), "cudaStreamSynchronize", "tgemm_ctx_set_stream");
   st->stream = stream ? (cudaStream_t)stream : st->own_stream;
   return TGEMM_OK;
 }

@@ -16,8 +16,12 @@ typedef struct {
   uint8_t weight_forms; /* bit 0: dense, bit 1: MXFP4 */
 } route_key;
 
+/* Slot states: a slot is claimed (compare-and-swap), written, then
+ * published with release order, so a reader never sees half a slot. */
+enum { SLOT_EMPTY = 0, SLOT_WRITING = 1, SLOT_READY = 2 };
+
 typedef struct {
-  bool used;
+  int state;
   route_key key;
   tgemm__kernel kernel;
   const char *reason; /* static string from the router */
@@ -72,18 +76,22 @@ tgemm_status tgemm__route_select_cached(tgemm_ctx *ctx, const tgemm__shape *shap
   uint64_t mask = CACHE_SLOTS - 1, i = key_hash(&key) & mask;
   for (int probes = 0; probes < CACHE_SLOTS; probes++, i = (i + 1) & mask) {
     route_slot *slot = &cache->slots[i];
-    if (slot->used && key_equal(&slot->key, &key)) {
+    int state = __atomic_load_n(&slot->state, __ATOMIC_ACQUIRE);
+    if (state == SLOT_READY && key_equal(&slot->key, &key)) {
       *out = slot->kernel;
       *reason = slot->reason;
       return TGEMM_OK;
     }
-    if (!slot->used) {
+    if (state == SLOT_EMPTY) {
       tgemm_status st = tgemm__route_select(ctx, shape, w, opts, out, reason);
-      if (st == TGEMM_OK) { /* only successes are remembered: errors keep their message */
-        slot->used = true;
+      int expected = SLOT_EMPTY;
+      /* only successes are remembered: errors keep their message */
+      if (st == TGEMM_OK && __atomic_compare_exchange_n(&slot->state, &expected, SLOT_WRITING, false,
+                                                        __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
         slot->key = key;
         slot->kernel = *out;
         slot->reason = *reason;
+        __atomic_store_n(&slot->state, SLOT_READY, __ATOMIC_RELEASE);
       }
       return st;
     }

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "cuda/skinny_bf16.cuh"
+#include "cuda/smem_limit.cuh"
 
 namespace {
 
@@ -370,11 +371,8 @@ extern "C" cudaError_t tgemm__skinny_bf16_run(const tgemm__kernel *kernel,
   }
   if (!fn) return cudaErrorInvalidValue;
   const size_t smem = smem_bytes(cfg, mt);
-  if (smem > 48 * 1024) {
-    /* Not a stream operation: legal during graph capture. */
-    cudaError_t err = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (err != cudaSuccess) return err;
-  }
+  cudaError_t smem_err = tgemm__ensure_smem_limit(reinterpret_cast<const void *>(fn), smem);
+  if (smem_err != cudaSuccess) return smem_err;
 
   skinny_args a;
   a.x = static_cast<const unsigned short *>(args->x);

@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "cuda/mxfp4_device.cuh"
+#include "cuda/smem_limit.cuh"
 #include "cuda/w4a16.cuh"
 
 #if __has_include("cuda/w4a16_stream.cuh")
@@ -583,17 +584,8 @@ template <int BM, int BN, int WARPS_M, int WARPS_N, int STAGES, int AK>
 cudaError_t launch_tile(const mma_params &p, cudaStream_t stream) {
   using C = tile_cfg<BM, BN, WARPS_M, WARPS_N, STAGES, AK>;
   auto kernel = mx_mma_kernel<BM, BN, WARPS_M, WARPS_N, STAGES, AK>;
-  /* Raise the dynamic shared-memory limit once per device (not a stream
-   * operation, so it is safe during graph capture too). */
-  static bool attr_set[64];
-  int dev = 0;
-  cudaError_t err = cudaGetDevice(&dev);
+  cudaError_t err = tgemm__ensure_smem_limit(reinterpret_cast<const void *>(kernel), C::kSmem);
   if (err != cudaSuccess) return err;
-  if (dev < 0 || dev >= 64 || !attr_set[dev]) {
-    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
-    if (err != cudaSuccess) return err;
-    if (dev >= 0 && dev < 64) attr_set[dev] = true;
-  }
   const dim3 grid((unsigned)(p.tiles_m * p.tiles_n), (unsigned)p.splits);
   if (p.cluster) {
     if (C::kSmem < BM * BN * 4) return cudaErrorInvalidValue;

@@ -19,6 +19,7 @@
 
 #include "cuda/skinny_bf16.cuh" /* tgemm_decode:: device helpers */
 #include "cuda/w4a16_stream.cuh"
+#include "cuda/smem_limit.cuh"
 
 namespace {
 
@@ -485,11 +486,8 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
   }
   if (!fn) return cudaErrorInvalidValue;
   const size_t smem = smem_bytes(cfg, mt);
-  if (smem > 48 * 1024) {
-    /* Not a stream operation: legal during graph capture. */
-    cudaError_t err = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (err != cudaSuccess) return err;
-  }
+  cudaError_t smem_err = tgemm__ensure_smem_limit(reinterpret_cast<const void *>(fn), smem);
+  if (smem_err != cudaSuccess) return smem_err;
 
   w4_args a;
   a.x = static_cast<const unsigned short *>(args->x);

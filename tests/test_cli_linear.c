@@ -133,8 +133,6 @@ int main(void) {
   check_linear_errors();
   check_info_and_bench();
 
-  char cmd[600];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_dir);
+  test_remove_dir(tmp_dir);
   return test_finish("test_cli_linear");
 }

@@ -443,8 +443,6 @@ int main(void) {
                    modes[md].mode);
   check_errors();
 
-  char cmd[600];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_dir);
+  test_remove_dir(tmp_dir);
   return test_finish("test_cli_quant");
 }

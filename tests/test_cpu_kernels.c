@@ -37,20 +37,6 @@ static double naive(const void *x, int64_t ldx, const void *w, int64_t ldw, tgem
   return s;
 }
 
-/* Every element of y inside [m, n] is finite and every padding element is
- * still the poison (NaN). */
-static void check_written(const void *y, tgemm_dtype dt, int64_t m, int64_t n, int64_t ld,
-                          const char *what) {
-  int64_t unwritten = 0, clobbered = 0;
-  for (int64_t i = 0; i < m; i++)
-    for (int64_t j = 0; j < ld; j++) {
-      float v = tgemm__load_f32((const char *)y + (size_t)(i * ld) * esz(dt), (int)dt, j);
-      if (j < n && !isfinite(v)) unwritten++;
-      if (j >= n && !isnan(v)) clobbered++;
-    }
-  CHECK(unwritten == 0 && clobbered == 0, "%s: %lld outputs unwritten, %lld padding values written",
-        what, (long long)unwritten, (long long)clobbered);
-}
 
 static double tolerance(const case_t *c) { return c->out == TGEMM_BF16 ? 1e-2 : 1e-5; }
 
@@ -112,7 +98,7 @@ static void run_case(tgemm_ctx *ctx, const case_t *c, bool quick) {
                tgemm__cpu_features()->avx2 ? "" : " (scalar)");
       CHECK(st == TGEMM_OK, "%s: %s: %s", what, tgemm_status_name(st), tgemm_ctx_last_error(ctx));
       if (st != TGEMM_OK) continue;
-      check_written(y, c->out, c->m, c->n, ldy, what);
+      test_check_written(y, c->out, c->m, c->n, ldy, what);
       double err = test_scaled_error(y, c->out, c->m, c->n, ldy, ref, x_ss, w_ss, bias_ss, c->k);
       CHECK(err <= tolerance(c), "%s: rel err %.3e > %.0e", what, err, tolerance(c));
     }

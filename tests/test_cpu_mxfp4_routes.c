@@ -30,18 +30,6 @@ typedef struct {
 static size_t esz(tgemm_dtype d) { return tgemm_dtype_size(d); }
 
 
-static void check_written(const void *y, tgemm_dtype dt, int64_t m, int64_t n, int64_t ld,
-                          const char *what) {
-  int64_t unwritten = 0, clobbered = 0;
-  for (int64_t i = 0; i < m; i++)
-    for (int64_t j = 0; j < ld; j++) {
-      float v = tgemm__load_f32((const char *)y + (size_t)(i * ld) * esz(dt), (int)dt, j);
-      if (j < n && !isfinite(v)) unwritten++;
-      if (j >= n && !isnan(v)) clobbered++;
-    }
-  CHECK(unwritten == 0 && clobbered == 0, "%s: %lld outputs unwritten, %lld padding values written",
-        what, (long long)unwritten, (long long)clobbered);
-}
 
 /* The kernels of a route, including the streaming W4A16 ones beyond the M
  * they are offered for (run() accepts any M). */
@@ -145,7 +133,7 @@ static void run_case(tgemm_ctx *ctx, const case_t *c) {
                tgemm__cpu_features()->avx2 ? "" : " (scalar)");
       CHECK(st == TGEMM_OK, "%s: %s: %s", what, tgemm_status_name(st), tgemm_ctx_last_error(ctx));
       if (st != TGEMM_OK) continue;
-      check_written(o.y, c->out, c->m, c->n, o.ldy, what);
+      test_check_written(o.y, c->out, c->m, c->n, o.ldy, what);
       double err = test_scaled_error(o.y, c->out, c->m, c->n, o.ldy, ref, x_ss, w_ss, bias_ss, c->k);
       CHECK(err <= tol, "%s: rel err %.3e > %.0e", what, err, tol);
     }
@@ -157,7 +145,7 @@ static void run_case(tgemm_ctx *ctx, const case_t *c) {
     CHECK_OK(tgemm__cpu_backend.default_kernel(ctx, &shape, TGEMM_ROUTE_REFERENCE, &k));
     test_poison(o.y, c->out, o.yn);
     CHECK_OK(tgemm__cpu_backend.run(ctx, &k, &shape, &ops));
-    check_written(o.y, c->out, c->m, c->n, o.ldy, "reference route on an MXFP4-only weight");
+    test_check_written(o.y, c->out, c->m, c->n, o.ldy, "reference route on an MXFP4-only weight");
     double err = test_scaled_error(o.y, c->out, c->m, c->n, o.ldy, ref, x_ss, w_ss, bias_ss, c->k);
     CHECK(err <= tol, "reference route on an MXFP4-only weight: rel err %.3e", err);
     /* and the dense routes refuse it clearly */

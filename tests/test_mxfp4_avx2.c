@@ -20,30 +20,13 @@ static uint8_t code_at(const uint8_t *packed, int64_t i) {
 
 /* ------------------------------------------------------------- nasty inputs */
 
-static float random_bits_float(int min_biased, int max_biased) {
-  uint32_t exp = (uint32_t)(min_biased + (int)(test_rand_u64() % (uint64_t)(max_biased - min_biased + 1)));
-  uint32_t bits = (exp << 23) | (uint32_t)(test_rand_u64() & 0x7fffffu);
-  if (test_rand_u64() & 1) bits |= 0x80000000u;
-  return tgemm__bits_f32(bits);
-}
-
-static float random_grid_float(int e) {
-  static const float grid[] = {0.25f, 0.5f, 0.75f, 1.0f, 1.25f, 1.5f, 1.75f, 2.0f,
-                               2.5f,  3.0f, 3.5f,  4.0f, 5.0f,  6.0f, 7.0f,  0.0f};
-  float g = grid[test_rand_u64() % (sizeof grid / sizeof grid[0])];
-  uint64_t r = test_rand_u64() % 4;
-  if (r == 1) g = nextafterf(g, INFINITY);
-  else if (r == 2) g = nextafterf(g, 0.0f);
-  float v = ldexpf(g, e);
-  return (test_rand_u64() & 1) ? -v : v;
-}
 
 /* One block of 32 from one of several hostile distributions. */
 static void random_block(float *v) {
   int e = -150 + (int)(test_rand_u64() % 280);
   switch (test_rand_u64() % 8) {
     case 0:
-      for (int i = 0; i < 32; i++) v[i] = random_bits_float(0, 254);
+      for (int i = 0; i < 32; i++) v[i] = test_random_bits_float(0, 254);
       break;
     case 1:
       for (int i = 0; i < 32; i++) {
@@ -54,27 +37,27 @@ static void random_block(float *v) {
       break;
     case 2:
       if (e > 125) e = 125;
-      for (int i = 0; i < 32; i++) v[i] = random_grid_float(e - (int)(test_rand_u64() % 3));
+      for (int i = 0; i < 32; i++) v[i] = test_random_grid_float(e - (int)(test_rand_u64() % 3));
       break;
     case 3: {
       static const float sig[] = {0x1.7ffffep+0f, 1.5f, 0x1.800002p+0f, 0x1.bffffep+0f,
                                   1.75f, 0x1.c00002p+0f, 0x1.fffffep+0f, 1.0f};
       if (e > 127) e = 127;
-      for (int i = 0; i < 32; i++) v[i] = random_grid_float(e - 1 - (int)(test_rand_u64() % 4));
+      for (int i = 0; i < 32; i++) v[i] = test_random_grid_float(e - 1 - (int)(test_rand_u64() % 4));
       v[test_rand_u64() % 32] = ldexpf(sig[test_rand_u64() % 8], e) * ((test_rand_u64() & 1) ? -1.0f : 1.0f);
       break;
     }
     case 4:
-      for (int i = 0; i < 32; i++) v[i] = random_bits_float(0, (int)(test_rand_u64() % 4));
+      for (int i = 0; i < 32; i++) v[i] = test_random_bits_float(0, (int)(test_rand_u64() % 4));
       break;
     case 5:
-      for (int i = 0; i < 32; i++) v[i] = random_bits_float(250, 254);
+      for (int i = 0; i < 32; i++) v[i] = test_random_bits_float(250, 254);
       v[0] = (test_rand_u64() & 1) ? FLT_MAX : 0x1.cp+127f;
       break;
     case 6:
       for (int i = 0; i < 32; i++) v[i] = (test_rand_u64() & 1) ? -0.0f : 0.0f;
       for (int k = (int)(test_rand_u64() % 3); k > 0; k--)
-        v[test_rand_u64() % 32] = random_bits_float(0, 254);
+        v[test_rand_u64() % 32] = test_random_bits_float(0, 254);
       break;
     default:
       for (int i = 0; i < 32; i++) v[i] = test_rand_normal();

@@ -286,30 +286,12 @@ static void check_widths(void) {
 
 /* ------------------------------------------------------- random nasty blocks */
 
-static float random_bits_float(int min_biased, int max_biased) {
-  uint32_t exp = (uint32_t)(min_biased + (int)(test_rand_u64() % (uint64_t)(max_biased - min_biased + 1)));
-  uint32_t bits = (exp << 23) | (uint32_t)(test_rand_u64() & 0x7fffffu);
-  if (test_rand_u64() & 1) bits |= 0x80000000u;
-  return tgemm__bits_f32(bits);
-}
-
-/* Grid points, midpoints and their neighbours, times 2^e. */
-static float random_grid_float(int e) {
-  static const float grid[] = {0.25f, 0.5f, 0.75f, 1.0f, 1.25f, 1.5f, 1.75f, 2.0f,
-                               2.5f,  3.0f, 3.5f,  4.0f, 5.0f,  6.0f, 7.0f,  0.0f};
-  float g = grid[test_rand_u64() % (sizeof grid / sizeof grid[0])];
-  uint64_t r = test_rand_u64() % 4;
-  if (r == 1) g = nextafterf(g, INFINITY);
-  else if (r == 2) g = nextafterf(g, 0.0f);
-  float v = ldexpf(g, e);
-  return (test_rand_u64() & 1) ? -v : v;
-}
 
 static void random_block(float *v, int kind) {
   int e = -150 + (int)(test_rand_u64() % 280); /* -150 .. 129 */
   switch (kind) {
     case 0: /* any exponent, any mantissa, including subnormals */
-      for (int i = 0; i < 32; i++) v[i] = random_bits_float(0, 254);
+      for (int i = 0; i < 32; i++) v[i] = test_random_bits_float(0, 254);
       break;
     case 1: /* clustered exponents: values near each other and the grid */
       for (int i = 0; i < 32; i++) {
@@ -320,26 +302,26 @@ static void random_block(float *v, int kind) {
       break;
     case 2: /* exact midpoints and grid points of one power of two */
       if (e > 125) e = 125;
-      for (int i = 0; i < 32; i++) v[i] = random_grid_float(e - (int)(test_rand_u64() % 3));
+      for (int i = 0; i < 32; i++) v[i] = test_random_grid_float(e - (int)(test_rand_u64() % 3));
       break;
     case 3: { /* amax significand at or next to 1.5 / 1.75 */
       static const float sig[] = {0x1.7ffffep+0f, 1.5f, 0x1.800002p+0f, 0x1.bffffep+0f,
                                   1.75f, 0x1.c00002p+0f, 0x1.fffffep+0f, 1.0f};
       if (e > 127) e = 127;
-      for (int i = 0; i < 32; i++) v[i] = random_grid_float(e - 1 - (int)(test_rand_u64() % 4));
+      for (int i = 0; i < 32; i++) v[i] = test_random_grid_float(e - 1 - (int)(test_rand_u64() % 4));
       v[test_rand_u64() % 32] = ldexpf(sig[test_rand_u64() % 8], e) * ((test_rand_u64() & 1) ? -1.0f : 1.0f);
       break;
     }
     case 4: /* f32 subnormals and tiny normals */
-      for (int i = 0; i < 32; i++) v[i] = random_bits_float(0, (int)(test_rand_u64() % 4));
+      for (int i = 0; i < 32; i++) v[i] = test_random_bits_float(0, (int)(test_rand_u64() % 4));
       break;
     case 5: /* huge values near FLT_MAX */
-      for (int i = 0; i < 32; i++) v[i] = random_bits_float(250, 254);
+      for (int i = 0; i < 32; i++) v[i] = test_random_bits_float(250, 254);
       break;
     case 6: /* mostly zeros of both signs, a few other values */
       for (int i = 0; i < 32; i++) v[i] = (test_rand_u64() & 1) ? -0.0f : 0.0f;
       for (int k = (int)(test_rand_u64() % 3); k > 0; k--)
-        v[test_rand_u64() % 32] = random_bits_float(0, 254);
+        v[test_rand_u64() % 32] = test_random_bits_float(0, 254);
       break;
     default: /* normal data with the occasional NaN / Inf */
       for (int i = 0; i < 32; i++) v[i] = test_rand_normal();

@@ -543,11 +543,6 @@ static void test_concurrent_savers(void) {
   tgemm__table_free(t);
 }
 
-static void remove_tmp_dir(void) {
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_dir);
-}
 
 int main(void) {
   test_seed("test_table");
@@ -561,6 +556,6 @@ int main(void) {
   test_foreign_rows();
   test_atomic_save();
   test_concurrent_savers();
-  remove_tmp_dir();
+  test_remove_dir(tmp_dir);
   return test_finish("test_table");
 }

@@ -394,11 +394,6 @@ static void test_tune_and_route(void) {
   tgemm__table_free(t);
 }
 
-static void remove_tmp_dir(void) {
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_dir);
-}
 
 int main(void) {
   test_seed("test_tuner");
@@ -413,6 +408,6 @@ int main(void) {
   test_floors();
   test_timing_and_workload();
   test_tune_and_route();
-  remove_tmp_dir();
+  test_remove_dir(tmp_dir);
   return test_finish("test_tuner");
 }

@@ -140,6 +140,49 @@ static inline double test_scaled_error(const void *y, tgemm_dtype dt, int64_t m,
   return ref_norm >= floor_norm ? rel : rel * ref_norm / floor_norm;
 }
 
+/* Every element of y inside [m, n] is finite and every padding element is
+ * still the poison (NaN). */
+static inline void test_check_written(const void *y, tgemm_dtype dt, int64_t m, int64_t n, int64_t ld,
+                          const char *what) {
+  int64_t unwritten = 0, clobbered = 0;
+  for (int64_t i = 0; i < m; i++)
+    for (int64_t j = 0; j < ld; j++) {
+      float v = tgemm__load_f32((const char *)y + (size_t)(i * ld) * tgemm_dtype_size(dt), (int)dt, j);
+      if (j < n && !isfinite(v)) unwritten++;
+      if (j >= n && !isnan(v)) clobbered++;
+    }
+  CHECK(unwritten == 0 && clobbered == 0, "%s: %lld outputs unwritten, %lld padding values written",
+        what, (long long)unwritten, (long long)clobbered);
+}
+
+/* A float with a random biased exponent in [min_biased, max_biased],
+ * random mantissa and sign. */
+static inline float test_random_bits_float(int min_biased, int max_biased) {
+  uint32_t exp = (uint32_t)(min_biased + (int)(test_rand_u64() % (uint64_t)(max_biased - min_biased + 1)));
+  uint32_t bits = (exp << 23) | (uint32_t)(test_rand_u64() & 0x7fffffu);
+  if (test_rand_u64() & 1) bits |= 0x80000000u;
+  return tgemm__bits_f32(bits);
+}
+
+/* E2M1 grid points, midpoints and their neighbours, times 2^e. */
+static inline float test_random_grid_float(int e) {
+  static const float grid[] = {0.25f, 0.5f, 0.75f, 1.0f, 1.25f, 1.5f, 1.75f, 2.0f,
+                               2.5f,  3.0f, 3.5f,  4.0f, 5.0f,  6.0f, 7.0f,  0.0f};
+  float g = grid[test_rand_u64() % (sizeof grid / sizeof grid[0])];
+  uint64_t r = test_rand_u64() % 4;
+  if (r == 1) g = nextafterf(g, INFINITY);
+  else if (r == 2) g = nextafterf(g, 0.0f);
+  float v = ldexpf(g, e);
+  return (test_rand_u64() & 1) ? -v : v;
+}
+
+/* Remove a test's temp folder and everything in it. */
+static inline void test_remove_dir(const char *dir) {
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+}
+
 /* Exit code: 0 when every CHECK passed. */
 static inline int test_finish(const char *test_name) {
   if (test_failures) {

@@ -11,6 +11,7 @@
 #include "core/internal.h"
 #include "cpu/cpu_internal.h"
 #include "cpu/cpu_reference.h"
+#include "tune/timing.h"
 #include "test_util.h"
 
 #define MAX_KERNELS 16
@@ -233,11 +234,13 @@ static void check_services(tgemm_ctx *ctx) {
   CHECK_OK(be->synchronize(ctx));
   double us = -1;
   CHECK_STATUS(be->timer_stop(ctx, &us), TGEMM_INVALID_ARGUMENT);
-  CHECK_OK(be->timer_start(ctx));
-  CHECK_OK(be->flush_cache(ctx));
-  CHECK_OK(be->timer_stop(ctx, &us));
-  printf("flush_cache: %.0f us\n", us);
-  CHECK(us > 0 && us < 5e6, "timer gave %f us", us);
+  for (int mode = TGEMM__FLUSH_NONE; mode <= TGEMM__FLUSH_DIRTY; mode++) {
+    CHECK_OK(be->timer_start(ctx));
+    CHECK_OK(be->flush_cache(ctx, (tgemm__flush_mode)mode));
+    CHECK_OK(be->timer_stop(ctx, &us));
+    printf("flush_cache %s: %.0f us\n", tgemm__flush_mode_name((tgemm__flush_mode)mode), us);
+    CHECK(us > 0 && us < 5e6, "timer gave %f us", us);
+  }
 }
 
 static tgemm_ctx *make_ctx(int n_threads) {

@@ -19,6 +19,7 @@
 #include <cuda_runtime_api.h>
 
 #include "cuda/cuda_backend.h"
+#include "tune/timing.h"
 #endif
 
 #define MAX_CANDS 64
@@ -146,11 +147,13 @@ static void check_memory_and_timer(tgemm_ctx *ctx) {
   CHECK(memcmp(a, b, bytes) == 0, "host -> device -> device -> host round trip differs");
 
   double us = -1;
-  CHECK_OK(ctx->backend->timer_start(ctx));
-  CHECK_OK(ctx->backend->flush_cache(ctx));
-  CHECK_OK(ctx->backend->timer_stop(ctx, &us));
-  CHECK(us >= 0 && isfinite(us), "timer gave %g us for an L2 flush", us);
-  printf("L2 flush: %.1f us\n", us);
+  for (int mode = TGEMM__FLUSH_NONE; mode <= TGEMM__FLUSH_DIRTY; mode++) {
+    CHECK_OK(ctx->backend->timer_start(ctx));
+    CHECK_OK(ctx->backend->flush_cache(ctx, (tgemm__flush_mode)mode));
+    CHECK_OK(ctx->backend->timer_stop(ctx, &us));
+    CHECK(us >= 0 && isfinite(us), "timer gave %g us for an L2 flush", us);
+    printf("L2 flush %s: %.1f us\n", tgemm__flush_mode_name((tgemm__flush_mode)mode), us);
+  }
   CHECK_OK(tgemm_synchronize(ctx));
 
   /* Stream switching: a caller's stream, then back to the context's. */

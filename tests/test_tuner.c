@@ -52,7 +52,7 @@ static void fast_timing(tgemm__tune_options *opt) {
   opt->timing.max_seconds = 0.02;
   opt->timing.max_reps = 5;
   opt->timing.warmup = 1;
-  opt->timing.flush_cache = false;
+  opt->timing.flush = TGEMM__FLUSH_NONE;
   opt->n_weight_copies = 1;
 }
 
@@ -226,17 +226,30 @@ static void test_timing_and_workload(void) {
   tgemm__timing_options opt;
   tgemm__timing_options_default(&opt);
   opt.max_seconds = 0.1;
-  opt.flush_cache = false;
+  opt.flush = TGEMM__FLUSH_NONE;
   tgemm__timing t;
   CHECK_OK(tgemm__time_kernel(ctx, &k, &s, tgemm__workload_sets(wl), 3, &opt, &t));
   CHECK(t.reps >= 1 && t.min_us > 0 && t.min_us <= t.median_us && t.median_us <= t.max_us && isfinite(t.max_us),
         "stats: min %.3g median %.3g max %.3g reps %d", t.min_us, t.median_us, t.max_us, t.reps);
   CHECK(t.calls >= t.reps, "groups of calls");
   CHECK(t.wall_s < 3.0, "budget 0.1 s, took %.3f s", t.wall_s);
-  opt.flush_cache = true;
+  opt.flush = TGEMM__FLUSH_CLEAN;
   CHECK_OK(tgemm__time_kernel(ctx, &k, &s, tgemm__workload_sets(wl), 3, &opt, &t));
   CHECK(t.calls == t.reps && t.reps >= 1, "with flushes, one call per sample: %d/%d", t.calls, t.reps);
+  opt.flush = TGEMM__FLUSH_DIRTY;
+  CHECK_OK(tgemm__time_kernel(ctx, &k, &s, tgemm__workload_sets(wl), 3, &opt, &t));
+  CHECK(t.calls == t.reps && t.reps >= 1, "with dirty flushes, one call per sample: %d/%d", t.calls, t.reps);
   CHECK_STATUS(tgemm__time_kernel(ctx, &k, &s, tgemm__workload_sets(wl), 0, &opt, &t), TGEMM_INVALID_ARGUMENT);
+  /* flush mode names round-trip; others are refused */
+  for (int mode = TGEMM__FLUSH_NONE; mode <= TGEMM__FLUSH_DIRTY; mode++) {
+    tgemm__flush_mode back = TGEMM__FLUSH_NONE;
+    CHECK(tgemm__flush_mode_parse(tgemm__flush_mode_name((tgemm__flush_mode)mode), &back) && back == (tgemm__flush_mode)mode,
+          "flush mode %d round trip", mode);
+  }
+  tgemm__flush_mode unused;
+  CHECK(!tgemm__flush_mode_parse("memset", &unused) && !tgemm__flush_mode_parse(NULL, &unused) &&
+            !tgemm__flush_mode_parse("Clean", &unused),
+        "unknown flush modes are refused");
   CHECK(isnan(t.median_us) && isnan(t.min_us) && t.reps == 0, "a failed timing leaves NaN");
   tgemm__workload_free(wl);
 
@@ -246,7 +259,7 @@ static void test_timing_and_workload(void) {
   if (wl) {
     CHECK_OK(ctx->backend->default_kernel(ctx, &slow, TGEMM_ROUTE_REFERENCE, &k));
     opt.max_seconds = 0.001;
-    opt.flush_cache = false;
+    opt.flush = TGEMM__FLUSH_NONE;
     CHECK_OK(tgemm__time_kernel(ctx, &k, &slow, tgemm__workload_sets(wl), 1, &opt, &t));
     CHECK(t.reps == 1 && t.median_us > 0, "over budget: exactly one timed run, got %d", t.reps);
     tgemm__workload_free(wl);

@@ -12,7 +12,7 @@ static int compare_double(const void *a, const void *b) {
 }
 
 tgemm_status bench_openblas_sgemm(tgemm_ctx *ctx, const tgemm__shape *shape, int max_reps,
-                                  double max_seconds, double *median_us) {
+                                  double max_seconds, tgemm__flush_mode flush, double *median_us) {
   size_t xs = (size_t)(shape->m * shape->k), ws = (size_t)(shape->n * shape->k),
          ys = (size_t)(shape->m * shape->n);
   float *x = malloc(xs * 4), *w = malloc(ws * 4), *y = malloc(ys * 4);
@@ -34,7 +34,7 @@ tgemm_status bench_openblas_sgemm(tgemm_ctx *ctx, const tgemm__shape *shape, int
   int n_samples = 0;
   double start = tgemm__now_s();
   for (int r = -1; r < max_reps; r++) { /* r = -1 is the warm-up */
-    if ((st = ctx->backend->flush_cache(ctx)) != TGEMM_OK) goto done;
+    if ((st = ctx->backend->flush_cache(ctx, flush)) != TGEMM_OK) goto done;
     double t0 = tgemm__now_s();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)shape->m, (int)shape->n, (int)shape->k, 1.0f, x,
                 (int)shape->k, w, (int)shape->k, 0.0f, y, (int)shape->n);

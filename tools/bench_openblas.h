@@ -6,9 +6,9 @@
 #include "core/internal.h"
 
 /* Median µs of y = x·Wᵀ by cblas_sgemm on random f32 data of the shape,
- * with OpenBLAS on the context's thread count, the cache flushed before
- * each timed call. */
+ * with OpenBLAS on the context's thread count, the cache flushed (`flush`)
+ * before each timed call. */
 tgemm_status bench_openblas_sgemm(tgemm_ctx *ctx, const tgemm__shape *shape, int max_reps,
-                                  double max_seconds, double *median_us);
+                                  double max_seconds, tgemm__flush_mode flush, double *median_us);
 
 #endif

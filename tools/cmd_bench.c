@@ -33,6 +33,7 @@ typedef struct {
   tgemm_dtype out_dtype;
   double max_seconds;
   int max_reps;
+  tgemm__flush_mode flush;
   double error_budget;
   const char *csv_path;
   bool routes_given, ms_given;
@@ -65,6 +66,9 @@ static void usage(FILE *f) {
           "  --bias             add a bias\n"
           "  --out-dtype D      bf16 (default) or f32\n"
           "  --error-budget E   the budget the 'auto' row routes with (default 0: no MXFP4)\n"
+          "  --flush MODE       clean (default: read a buffer twice the cache before each call),\n"
+          "                     dirty (write it, as a memset does: the timed call then also\n"
+          "                     writes those lines back) or none (weights may stay cached)\n"
           "  --max-seconds S    time budget per kernel (default 0.3 GPU, 1 CPU)\n"
           "  --reps N           timed calls per kernel at most (default 100 GPU, 20 CPU)\n"
           "  --csv FILE         also write every row as CSV\n"
@@ -89,7 +93,8 @@ static bool parse_routes(const char *text, bench_args *a) {
 
 static int parse(int argc, char **argv, bench_args *a) {
   *a = (bench_args){.backend = TGEMM_BACKEND_AUTO, .preset = "deepseek-v3", .tp1 = true, .tp8 = true,
-                    .out_dtype = TGEMM_BF16, .max_seconds = -1, .max_reps = -1};
+                    .out_dtype = TGEMM_BF16, .max_seconds = -1, .max_reps = -1,
+                    .flush = TGEMM__FLUSH_CLEAN};
   for (int i = 1; i < argc; i++) {
     const char *arg = argv[i], *v = NULL;
     if (cli_is_help(arg)) {
@@ -138,6 +143,8 @@ static int parse(int argc, char **argv, bench_args *a) {
     } else if (!strcmp(arg, "--reps")) {
       a->max_reps = (int)strtol(v, &end, 10);
       ok = *end == '\0' && a->max_reps > 0 && a->max_reps <= 100000;
+    } else if (!strcmp(arg, "--flush")) {
+      ok = tgemm__flush_mode_parse(v, &a->flush);
     } else if (!strcmp(arg, "--csv")) a->csv_path = v;
     else {
       fprintf(stderr, "tgemm bench: unknown option '%s' (see --help)\n", arg);
@@ -215,6 +222,7 @@ static tgemm_status measure(bench_state *s, tgemm__workload *wl, const tgemm__ke
   tgemm__timing_options_default(&topt);
   topt.max_reps = s->args->max_reps;
   topt.max_seconds = s->args->max_seconds;
+  topt.flush = s->args->flush;
   tgemm__timing t;
   tgemm_status st = tgemm__workload_error(s->ctx, wl, kernel, err);
   if (st == TGEMM_OK)
@@ -262,7 +270,7 @@ static tgemm_status bench_point(bench_state *s, const char *layer, const tgemm__
 
   if (!s->gpu && shape->dtype == TGEMM_BF16) {
     double blas_us;
-    if ((st = bench_openblas_sgemm(ctx, shape, a->max_reps, a->max_seconds, &blas_us)) != TGEMM_OK) goto done;
+    if ((st = bench_openblas_sgemm(ctx, shape, a->max_reps, a->max_seconds, a->flush, &blas_us)) != TGEMM_OK) goto done;
     fill_row(s, &row, layer, shape, TGEMM_ROUTE_LIBRARY, "cblas_sgemm f32 (direct)", blas_us, def_us, NAN);
     row.is_openblas = true;
     row.floor_frac = NAN; /* it moves f32, not the shape's dtype */
@@ -380,9 +388,9 @@ int tgemm__cmd_bench(int argc, char **argv) {
   printf("tgemm %s bench, preset %s, backend %s: %s\n", tgemm_version_string(), a.preset, tgemm_ctx_backend_name(ctx),
          tgemm_ctx_device_name(ctx));
   printf("measured ceilings: copy %.1f GB/s (read+write), library GEMM %.2f TFLOP/s\n", s.bandwidth_gbs, s.tflops);
-  printf("tuned routing: %s; out %s%s; per kernel at most %d calls / %.2f s, cache flushed before each\n\n",
+  printf("tuned routing: %s; out %s%s; per kernel at most %d calls / %.2f s, cache flush %s\n\n",
          ctx->table ? "table loaded" : "no table", tgemm_dtype_name(a.out_dtype), a.bias ? ", bias" : "",
-         a.max_reps, a.max_seconds);
+         a.max_reps, a.max_seconds, tgemm__flush_mode_name(a.flush));
   printf("%-22s %6s %6s %5s  %-9s %-34s %10s %9s %6s %9s\n", "layer", "N", "K", "M", "route", "kernel", "us",
          "x_default", "floor", "err");
 

@@ -18,7 +18,7 @@ static void usage(FILE *f) {
           "                  -o TABLE.csv\n"
           "                  [--m 1,2,4,...] [--routes skinny,library,w4a16,w4a4]\n"
           "                  [--dtype bf16] [--out-dtype bf16] [--bias] [--backend auto|cpu|cuda]\n"
-          "                  [--threads N] [--max-seconds S] [--reps N] [--no-flush] [--copies N]\n"
+          "                  [--threads N] [--max-seconds S] [--reps N] [--flush MODE] [--copies N]\n"
           "                  [--seed S] [-v]\n\n"
           "For every shape, runs every candidate kernel of every route, checks its error\n"
           "against a double reference (dense routes over 1e-2 are rejected as bugs), times\n"
@@ -37,7 +37,10 @@ static void usage(FILE *f) {
           "  --m LIST             token counts (default 1,2,4,...,8192)\n"
           "  --max-seconds S      time budget per kernel (default 1)\n"
           "  --reps N             timed repetitions per kernel at most (default 100)\n"
-          "  --no-flush           do not flush the cache between repetitions\n"
+          "  --flush MODE         how the cache is emptied before each repetition: clean (default;\n"
+          "                       read a buffer twice the cache), dirty (write one, as a memset\n"
+          "                       does: the timed kernel then also writes those lines back) or\n"
+          "                       none; --no-flush is none\n"
           "  --copies N           weight copies rotated through (default: enough to exceed the cache)\n"
           "  --floors             measure copy bandwidth and GEMM rate first, and show each time\n"
           "                       as [fraction of its floor] (DESIGN.md section 6)\n");
@@ -212,7 +215,13 @@ int tgemm__cmd_tune(int argc, char **argv) {
         goto out;
       }
     } else if (!strcmp(a, "--no-flush")) {
-      topt.timing.flush_cache = false;
+      topt.timing.flush = TGEMM__FLUSH_NONE;
+    } else if (!strcmp(a, "--flush")) {
+      if (!cli_take_value(argc, argv, &i, "tune", &v)) goto out;
+      if (!tgemm__flush_mode_parse(v, &topt.timing.flush)) {
+        fprintf(stderr, "tgemm tune: --flush wants clean, dirty or none, not '%s'\n", v);
+        goto out;
+      }
     } else if (!strcmp(a, "--copies")) {
       if (!cli_take_value(argc, argv, &i, "tune", &v)) goto out;
       topt.n_weight_copies = atoi(v);
@@ -281,7 +290,7 @@ int tgemm__cmd_tune(int argc, char **argv) {
   printf("routes:");
   for (int r = 0; r < n_routes; r++) printf(" %s", tgemm_route_name(routes[r]));
   printf("; per kernel at most %d reps / %.3g s, cache flush %s\n", topt.timing.max_reps,
-         topt.timing.max_seconds, topt.timing.flush_cache ? "on" : "off");
+         topt.timing.max_seconds, tgemm__flush_mode_name(topt.timing.flush));
   if (floors) {
     st = tgemm__measure_ceilings(ctx, &topt.bandwidth_gbs, &topt.tflops);
     if (st != TGEMM_OK) {

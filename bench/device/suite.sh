@@ -5,6 +5,8 @@
 #                                         build-suite-carry/ (carry that path)
 #   bash bench/device/suite.sh tests      device: every test program (GPU tests run for real),
 #                                         then compute-sanitizer memcheck over the GPU tests
+#   bash bench/device/suite.sh flush      device: the decode points (M = 1, 16) of every route
+#                                         with the cache flushed clean, dirty and not at all
 #   bash bench/device/suite.sh bench      device: tune the DeepSeek-V3 preset into a table, then
 #                                         `tgemm bench` without and with that table
 # Logs and tables land in $OUT.
@@ -58,6 +60,16 @@ tests)
   done
   echo "failing:$failed"
   echo "$pass passed, $fail failed, $skip skipped"
+  ;;
+flush)
+  for mode in clean dirty none; do
+    SECONDS=0
+    TGEMM_TUNED=0 "$R/tgemm" bench --flush $mode --m 1,16 --routes skinny,library,w4a16 \
+      --csv "$OUT/flush_$mode.csv" >"$OUT/flush_$mode.txt" 2>&1
+    echo "flush $mode rc=$? ${SECONDS}s"
+  done
+  for mode in clean dirty none; do echo "== $mode"; grep -E ' (1|16)  (library|skinny|w4a16)' "$OUT/flush_$mode.txt" | \
+    awk '{printf "%-20s %6s %5s %-8s %8s %6s\n", $1, $2, $4, $5, $7, $9}'; done
   ;;
 bench)
   SECONDS=0

@@ -46,6 +46,13 @@ typedef struct tgemm__device_key {
   char lib_version[32]; /* "cublasLt-130100", "openblas-0.3.21" */
 } tgemm__device_key;
 
+/* How a timing run empties the cache first (see flush_cache). */
+typedef enum tgemm__flush_mode {
+  TGEMM__FLUSH_NONE,  /* weights may stay cached between runs */
+  TGEMM__FLUSH_CLEAN, /* read a large buffer: the default */
+  TGEMM__FLUSH_DIRTY, /* write a large buffer (what a memset-based flush does) */
+} tgemm__flush_mode;
+
 typedef struct tgemm__backend {
   const char *name; /* "cpu", "cuda" */
   tgemm_backend_kind kind;
@@ -96,8 +103,11 @@ typedef struct tgemm__backend {
    * clock on CPU.  timer_stop waits for the work and gives microseconds. */
   tgemm_status (*timer_start)(tgemm_ctx *ctx);
   tgemm_status (*timer_stop)(tgemm_ctx *ctx, double *elapsed_us);
-  /* Evict the last-level cache, so that the next run reads from memory. */
-  tgemm_status (*flush_cache)(tgemm_ctx *ctx);
+  /* Evict the last-level cache, so that the next run reads from memory.
+   * TGEMM__FLUSH_CLEAN leaves it holding clean lines of another buffer (by
+   * reading one), TGEMM__FLUSH_DIRTY dirty ones (by writing one): those the
+   * next run must write back to memory as it evicts them. */
+  tgemm_status (*flush_cache)(tgemm_ctx *ctx, tgemm__flush_mode mode);
 } tgemm__backend;
 
 /* The built-in backends.  tgemm__cuda_backend is NULL when built without

@@ -150,10 +150,12 @@ static tgemm_status cpu_timer_stop(tgemm_ctx *ctx, double *elapsed_us) {
   return TGEMM_OK;
 }
 
-/* Read-modify-write a buffer larger than the caches, so that what the next
- * run touches comes from memory. */
-static tgemm_status cpu_flush_cache(tgemm_ctx *ctx) {
+/* Stream over a buffer larger than the caches, so that what the next run
+ * touches comes from memory: reading it leaves clean lines, adding to it
+ * dirty ones (see tgemm__flush_mode). */
+static tgemm_status cpu_flush_cache(tgemm_ctx *ctx, tgemm__flush_mode mode) {
   tgemm__cpu_state *st = (tgemm__cpu_state *)ctx->backend_state;
+  if (mode == TGEMM__FLUSH_NONE) return TGEMM_OK;
   if (!st->flush_buf) {
     size_t bytes = flush_bytes();
     st->flush_buf = tgemm__cpu_aligned_alloc(bytes);
@@ -165,8 +167,15 @@ static tgemm_status cpu_flush_cache(tgemm_ctx *ctx) {
   }
   uint64_t *p = (uint64_t *)st->flush_buf;
   int64_t words = (int64_t)(st->flush_bytes / sizeof *p);
+  if (mode == TGEMM__FLUSH_DIRTY) {
 #pragma omp parallel for num_threads(st->n_threads) schedule(static)
-  for (int64_t i = 0; i < words; i++) p[i] += 1;
+    for (int64_t i = 0; i < words; i++) p[i] += 1;
+    return TGEMM_OK;
+  }
+  uint64_t acc = 0;
+#pragma omp parallel for num_threads(st->n_threads) schedule(static) reduction(^ : acc)
+  for (int64_t i = 0; i < words; i++) acc ^= p[i];
+  st->flush_sink = acc; /* keeps the reads */
   return TGEMM_OK;
 }
 

@@ -33,6 +33,7 @@ typedef struct tgemm__cpu_state {
   /* Streamed over by flush_cache; 2x the last-level cache of big parts. */
   unsigned char *flush_buf;
   size_t flush_bytes;
+  volatile uint64_t flush_sink; /* the read flush's result, so it is not elided */
 } tgemm__cpu_state;
 
 /* A buffer from the scratch: `owned` means it was malloc'ed for this call. */

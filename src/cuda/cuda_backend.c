@@ -16,6 +16,7 @@
 #include "cuda/cublaslt_loader.h"
 #include "cuda/cuda_args.h"
 #include "cuda/cuda_check.h"
+#include "cuda/l2_flush.cuh"
 #include "cuda/mxfp4_quant.cuh"
 #include "cuda/reference_gemm.cuh"
 #include "cuda/skinny_bf16.cuh"
@@ -155,7 +156,8 @@ static tgemm_status init_resources(tgemm_ctx *ctx, cuda_state *st) {
   TGEMM__CUDA_TRY(ctx, cudaMalloc(&st->workspace, bytes), "cudaMalloc", "workspace of %zu bytes",
                   bytes);
 
-  /* Twice the L2, written once per flush, evicts whatever a kernel left. */
+  /* Twice the L2, read or written once per flush, evicts whatever a kernel
+   * left. */
   st->flush_bytes = st->l2_bytes > 0 ? 2 * (size_t)st->l2_bytes : (size_t)64 << 20;
   TGEMM__CUDA_TRY(ctx, cudaMalloc(&st->flush_buf, st->flush_bytes), "cudaMalloc",
                   "L2 flush buffer of %zu bytes", st->flush_bytes);
@@ -503,8 +505,15 @@ static tgemm_status cuda_timer_stop(tgemm_ctx *ctx, double *elapsed_us) {
   return TGEMM_OK;
 }
 
-static tgemm_status cuda_flush_cache(tgemm_ctx *ctx) {
+static tgemm_status cuda_flush_cache(tgemm_ctx *ctx, tgemm__flush_mode mode) {
   cuda_state *st = state_of(ctx);
+  if (mode == TGEMM__FLUSH_NONE) return TGEMM_OK;
+  if (mode == TGEMM__FLUSH_CLEAN) {
+    /* Eight blocks of 256 threads per SM keep enough loads in flight. */
+    TGEMM__CUDA_TRY(ctx, tgemm__cuda_l2_flush_read(st->flush_buf, st->flush_bytes, 8 * st->sm_count, st->stream),
+                    "read_flush_kernel", "L2 flush of %zu bytes", st->flush_bytes);
+    return TGEMM_OK;
+  }
   st->flush_count++;
   TGEMM__CUDA_TRY(ctx,
                   cudaMemsetAsync(st->flush_buf, (int)(st->flush_count & 0xff), st->flush_bytes,

@@ -24,7 +24,7 @@ void tgemm__timing_options_default(tgemm__timing_options *opt) {
   opt->warmup = 3;
   opt->max_reps = 100;
   opt->max_seconds = 1.0;
-  opt->flush_cache = true;
+  opt->flush = TGEMM__FLUSH_CLEAN;
   opt->min_interval_us = 100.0;
 }
 
@@ -69,7 +69,7 @@ tgemm_status tgemm__time_kernel(tgemm_ctx *ctx, const tgemm__kernel *kernel, con
   if (opt.max_reps > 1000000) opt.max_reps = 1000000; /* bounds the sample buffer */
   if (!(opt.max_seconds > 0)) opt.max_seconds = 1e-3;
   const tgemm__backend *be = ctx->backend;
-  bool flush = opt.flush_cache && be->flush_cache;
+  bool flush = opt.flush != TGEMM__FLUSH_NONE && be->flush_cache;
 
   double *samples = malloc((size_t)opt.max_reps * sizeof *samples);
   if (!samples) return tgemm__set_error(ctx, TGEMM_OUT_OF_MEMORY, "tgemm__time_kernel: out of memory");
@@ -108,7 +108,7 @@ tgemm_status tgemm__time_kernel(tgemm_ctx *ctx, const tgemm__kernel *kernel, con
     bool owed = reps < MIN_REPS && planned_s * MIN_REPS <= opt.max_seconds &&
                 start - t0 < 4 * opt.max_seconds;
     if (reps > 0 && !owed && start - t0 + last_iter_s > opt.max_seconds) break;
-    if (flush && (st = be->flush_cache(ctx)) != TGEMM_OK) goto done;
+    if (flush && (st = be->flush_cache(ctx, opt.flush)) != TGEMM_OK) goto done;
     double us;
     if ((st = timed_runs(ctx, kernel, shape, sets, n_sets, &next_set, group, &us)) != TGEMM_OK) goto done;
     samples[reps++] = us / group;
@@ -132,6 +132,21 @@ done:
     tgemm__set_error(ctx, st, "timing kernel %s (M=%lld N=%lld K=%lld): %s", kernel->name,
                      (long long)shape->m, (long long)shape->n, (long long)shape->k, tgemm_status_str(st));
   return st;
+}
+
+static const char *const flush_names[] = {"none", "clean", "dirty"};
+
+const char *tgemm__flush_mode_name(tgemm__flush_mode mode) {
+  return (unsigned)mode < sizeof flush_names / sizeof *flush_names ? flush_names[mode] : "?";
+}
+
+bool tgemm__flush_mode_parse(const char *text, tgemm__flush_mode *out) {
+  for (unsigned i = 0; text && i < sizeof flush_names / sizeof *flush_names; i++)
+    if (!strcmp(text, flush_names[i])) {
+      *out = (tgemm__flush_mode)i;
+      return true;
+    }
+  return false;
 }
 
 /* --------------------------------------------------------------- floors */
@@ -221,7 +236,7 @@ static tgemm_status measure_gemm(tgemm_ctx *ctx, double *tflops) {
   opt.warmup = 2;
   opt.max_reps = 10;
   opt.max_seconds = 2.0;
-  opt.flush_cache = false; /* compute bound: the cache does not matter */
+  opt.flush = TGEMM__FLUSH_NONE; /* compute bound: the cache does not matter */
   tgemm__timing t;
   st = tgemm__time_kernel(ctx, &kernel, &s, tgemm__workload_sets(wl), 1, &opt, &t);
   tgemm__workload_free(wl);

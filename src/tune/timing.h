@@ -14,13 +14,13 @@ typedef struct tgemm__timing_options {
   int max_reps;       /* timed repetitions at most */
   double max_seconds; /* wall budget for this kernel, warm-up included;
                          at least one timed repetition always runs */
-  bool flush_cache;   /* backend->flush_cache before every timed run */
-  /* Without flush_cache: time groups of runs so that each timed interval is
+  tgemm__flush_mode flush; /* backend->flush_cache before every timed run */
+  /* Without a flush: time groups of runs so that each timed interval is
    * at least this long (host clock cost, GPU launch gaps). */
   double min_interval_us;
 } tgemm__timing_options;
 
-/* warmup 3, max_reps 100, max_seconds 1, flush on, min_interval_us 100. */
+/* warmup 3, max_reps 100, max_seconds 1, clean flush, min_interval_us 100. */
 void tgemm__timing_options_default(tgemm__timing_options *opt);
 
 typedef struct tgemm__timing {
@@ -50,6 +50,10 @@ tgemm_dtype tgemm__route_weight_dtype(const tgemm__shape *shape, tgemm_route rou
 
 /* The lower bound on a call's time in µs: max(bytes / bandwidth,
  * flops / rate), with bandwidth in GB/s and rate in TFLOP/s. */
+/* "none", "clean", "dirty"; and back (false on an unknown name). */
+const char *tgemm__flush_mode_name(tgemm__flush_mode mode);
+bool tgemm__flush_mode_parse(const char *text, tgemm__flush_mode *out);
+
 double tgemm__floor_us(const tgemm__shape *shape, tgemm_dtype weight_dtype,
                        double bandwidth_gbs, double tflops);
 

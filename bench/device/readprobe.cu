@@ -1,0 +1,195 @@
+/* How close can any kernel come to the bandwidth floor at decode sizes?
+ * A pure streaming read (16-byte loads, evict-first, nothing computed) of
+ * buffers the size of the DeepSeek-V3 weights, timed like `tgemm bench`
+ * times a call: L2 flushed by a 200 MB read, an event pair around the one
+ * launch, median of 50.  Also timed back to back (a graph of launches
+ * rotating over copies, no flush), and an empty kernel for the fixed cost.
+ * The floor is bytes / copy bandwidth (1 GiB device-to-device memcpy,
+ * read + write counted), as in DESIGN.md section 6.
+ *
+ *   nvcc -O3 -arch=sm_90 bench/device/readprobe.cu -o readprobe && ./readprobe
+ * (bench/device/probe.sh builds it here and runs it on the device). */
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <vector>
+
+#define CK(call)                                                                        \
+  do {                                                                                  \
+    cudaError_t err_ = (call);                                                          \
+    if (err_ != cudaSuccess) {                                                          \
+      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(err_)); \
+      exit(2);                                                                          \
+    }                                                                                   \
+  } while (0)
+
+__device__ __forceinline__ uint4 load_stream16(const void *ptr, unsigned long long policy) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4], %5;"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(ptr), "l"(policy));
+  return v;
+}
+
+/* U independent 16-byte loads per thread per iteration. */
+template <int U>
+__global__ void read_kernel(const uint4 *buf, size_t words, unsigned *sink) {
+  unsigned long long policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+  unsigned acc = 0;
+  const size_t stride = (size_t)gridDim.x * blockDim.x;
+  size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  for (; i + (U - 1) * stride < words; i += U * stride) {
+    uint4 v[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) v[u] = load_stream16(buf + i + u * stride, policy);
+#pragma unroll
+    for (int u = 0; u < U; u++) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+  }
+  for (; i < words; i += stride) {
+    uint4 v = buf[i];
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x9e3779b9u) *sink = acc;
+}
+
+/* The flush, as src/cuda/l2_flush.cu does it: plain loads.  (With
+ * evict-first loads, as in read_kernel, the flush's own lines go first
+ * and the previous buffer survives in L2.) */
+__global__ void flush_kernel(const uint4 *buf, size_t words, unsigned *sink) {
+  unsigned acc = 0;
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < words; i += (size_t)gridDim.x * blockDim.x) {
+    uint4 v = buf[i];
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x9e3779b9u) *sink = acc;
+}
+
+__global__ void empty_kernel() {}
+
+static float median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+int main() {
+  int sms = 0;
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  printf("device %s, %d SMs, L2 %d MB\n", prop.name, sms, prop.l2CacheSize >> 20);
+  cudaStream_t s;
+  CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  unsigned *sink;
+  CK(cudaMalloc(&sink, 16));
+
+  /* copy bandwidth: 1 GiB D2D, read + write */
+  const size_t big = (size_t)1 << 30;
+  void *a, *b;
+  CK(cudaMalloc(&a, big));
+  CK(cudaMalloc(&b, big));
+  CK(cudaMemset(a, 1, big));
+  std::vector<float> ts;
+  for (int r = 0; r < 12; r++) {
+    CK(cudaEventRecord(e0, s));
+    CK(cudaMemcpyAsync(b, a, big, cudaMemcpyDeviceToDevice, s));
+    CK(cudaEventRecord(e1, s));
+    CK(cudaEventSynchronize(e1));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    if (r >= 2) ts.push_back(ms);
+  }
+  const double copy_gbs = 2.0 * big / (median(ts) * 1e-3) / 1e9;
+  printf("copy %.0f GB/s (read + write)\n", copy_gbs);
+  CK(cudaFree(b));
+
+  /* the flush: 200 MB read from the start of a */
+  const size_t flush_words = (size_t)200 << 20 >> 4;
+  auto flush = [&]() {
+    flush_kernel<<<sms * 8, 256, 0, s>>>((const uint4 *)a, flush_words, sink);
+  };
+
+  /* fixed cost: an empty kernel between events, after a flush */
+  ts.clear();
+  for (int r = 0; r < 60; r++) {
+    flush();
+    CK(cudaEventRecord(e0, s));
+    empty_kernel<<<sms, 256, 0, s>>>();
+    CK(cudaEventRecord(e1, s));
+    CK(cudaEventSynchronize(e1));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    if (r >= 10) ts.push_back(ms * 1000);
+  }
+  printf("empty kernel between events, after a flush: %.2f us\n\n", median(ts));
+
+  const double mbs[] = {4.19, 8.26, 9.44, 22.0, 29.4, 30.3, 33.6, 75.5, 235.0};
+  printf("%8s %8s | %26s | %26s\n", "MB", "floor", "events+flush us (frac) cfg", "graph b2b us (frac) cfg");
+  void *pool;
+  const size_t pool_bytes = (size_t)800 << 20;
+  CK(cudaMalloc(&pool, pool_bytes));
+  CK(cudaMemset(pool, 3, pool_bytes));
+  for (double mb : mbs) {
+    const size_t bytes = (size_t)(mb * 1e6) & ~(size_t)255;
+    const size_t words = bytes / 16;
+    const double floor_us = bytes / (copy_gbs * 1e3);
+    float best_ev = 1e30f, best_gr = 1e30f;
+    int best_ev_cfg = 0, best_gr_cfg = 0;
+    for (int cfg = 0; cfg < 8; cfg++) {
+      const int blocks = sms * (1 << (cfg % 4)), unroll = cfg < 4 ? 4 : 8;
+      auto launch = [&](const void *p) {
+        if (unroll == 4)
+          read_kernel<4><<<blocks, 256, 0, s>>>((const uint4 *)p, words, sink);
+        else
+          read_kernel<8><<<blocks, 256, 0, s>>>((const uint4 *)p, words, sink);
+      };
+      /* events around one launch after a flush */
+      ts.clear();
+      for (int r = 0; r < 60; r++) {
+        flush();
+        CK(cudaEventRecord(e0, s));
+        launch((char *)a + ((size_t)256 << 20));
+        CK(cudaEventRecord(e1, s));
+        CK(cudaEventSynchronize(e1));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        if (r >= 10) ts.push_back(ms * 1000);
+      }
+      CK(cudaGetLastError());
+      const float ev = median(ts);
+      if (ev < best_ev) best_ev = ev, best_ev_cfg = cfg;
+      /* back to back: a graph rotating over copies spanning >= 400 MB */
+      const int copies = (int)std::max<size_t>(2, std::min<size_t>(pool_bytes / bytes, 64));
+      const int launches = std::max(copies, 40);
+      cudaGraph_t g;
+      cudaGraphExec_t ge;
+      CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+      for (int l = 0; l < launches; l++) launch((char *)pool + (size_t)(l % copies) * bytes);
+      CK(cudaStreamEndCapture(s, &g));
+      CK(cudaGraphInstantiate(&ge, g, 0));
+      ts.clear();
+      for (int r = 0; r < 12; r++) {
+        CK(cudaEventRecord(e0, s));
+        CK(cudaGraphLaunch(ge, s));
+        CK(cudaEventRecord(e1, s));
+        CK(cudaEventSynchronize(e1));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        if (r >= 2) ts.push_back(ms * 1000 / launches);
+      }
+      CK(cudaGraphExecDestroy(ge));
+      CK(cudaGraphDestroy(g));
+      const float gr = median(ts);
+      if (gr < best_gr) best_gr = gr, best_gr_cfg = cfg;
+    }
+    printf("%8.2f %8.2f | %8.2f (%.2f) b%dx u%d        | %8.2f (%.2f) b%dx u%d\n", mb, floor_us, best_ev,
+           floor_us / best_ev, 1 << (best_ev_cfg % 4), best_ev_cfg < 4 ? 4 : 8, best_gr, floor_us / best_gr,
+           1 << (best_gr_cfg % 4), best_gr_cfg < 4 ? 4 : 8);
+  }
+  return 0;
+}

@@ -7,8 +7,9 @@
 #                                         then compute-sanitizer memcheck over the GPU tests
 #   bash bench/device/suite.sh flush      device: the decode points (M = 1, 16) of every route
 #                                         with the cache flushed clean, dirty and not at all
-#   bash bench/device/suite.sh bench      device: tune the DeepSeek-V3 preset into a table, then
-#                                         `tgemm bench` without and with that table
+#   bash bench/device/suite.sh tune       device: tune the DeepSeek-V3 preset into $OUT/h100-deepseek-v3.csv
+#   bash bench/device/suite.sh bench      device: `tgemm bench` without and with that table (copied
+#                                         here to build-suite-carry/), decode back to back, readprobe
 # Logs and tables land in $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -71,7 +72,7 @@ flush)
   for mode in clean dirty none; do echo "== $mode"; grep -E ' (1|16)  (library|skinny|w4a16)' "$OUT/flush_$mode.txt" | \
     awk '{printf "%-20s %6s %5s %-8s %8s %6s\n", $1, $2, $4, $5, $7, $9}'; done
   ;;
-bench)
+tune)
   SECONDS=0
   "$R/tgemm" tune --preset deepseek-v3 --tp 1 --m 1,2,4,8,16,32,64,128,256,512,1024,2048,4096,8192 \
     -o "$OUT/h100-deepseek-v3.csv" >"$OUT/tune.log" 2>&1
@@ -80,14 +81,25 @@ bench)
   "$R/tgemm" tune --preset deepseek-v3 --tp 8 --m 1,2,4,8,16,32,64,128,256,512,1024,2048,4096,8192 \
     -o "$OUT/h100-deepseek-v3.csv" >>"$OUT/tune.log" 2>&1
   echo "tune tp8 rc=$? ${SECONDS}s"
+  ;;
+bench)
+  # The table from `tune`, carried as $P/h100-deepseek-v3.csv.
   SECONDS=0
   TGEMM_TUNED=0 "$R/tgemm" bench --csv "$OUT/bench_untuned.csv" >"$OUT/bench_untuned.txt" 2>&1
   echo "bench untuned rc=$? ${SECONDS}s"
   SECONDS=0
-  TGEMM_CONFIG="$OUT/h100-deepseek-v3.csv" "$R/tgemm" bench --error-budget 0.2 --csv "$OUT/bench_tuned.csv" \
+  TGEMM_CONFIG="$P/h100-deepseek-v3.csv" "$R/tgemm" bench --error-budget 0.2 --csv "$OUT/bench_tuned.csv" \
     >"$OUT/bench_tuned.txt" 2>&1
   echo "bench tuned rc=$? ${SECONDS}s"
+  # Decode back to back: no flush, weights cold by rotation (DESIGN.md section 6 allows either).
+  SECONDS=0
+  TGEMM_CONFIG="$P/h100-deepseek-v3.csv" "$R/tgemm" bench --flush none --m 1,2,4,8,16 --error-budget 0.2 \
+    --csv "$OUT/bench_b2b.csv" >"$OUT/bench_b2b.txt" 2>&1
+  echo "bench back-to-back rc=$? ${SECONDS}s"
+  [ -x "$P/readprobe" ] && "$P/readprobe" >"$OUT/readprobe.txt" 2>&1
   grep -A12 '^summary' "$OUT/bench_untuned.txt"
   grep -A12 '^summary' "$OUT/bench_tuned.txt"
+  grep -A12 '^summary' "$OUT/bench_b2b.txt"
+  cat "$OUT/readprobe.txt"
   ;;
 esac

@@ -69,10 +69,33 @@ typedef struct route_result {
   tgemm__table_row row;
 } route_result;
 
-/* Every candidate of one route on one workload; the fastest into *best. */
+bool tgemm__tune_is_win(double candidate_us, double default_us) {
+  return candidate_us < default_us * (1.0 - TGEMM__TUNE_WIN_MARGIN);
+}
+
+static void fill_result(const tgemm_ctx *ctx, const tgemm__shape *s, tgemm_route route,
+                        const tgemm__kernel *kernel, double us, double error, route_result *out) {
+  tgemm__table_row *r = &out->row;
+  memset(out, 0, sizeof *out);
+  r->device = ctx->device_key;
+  r->shape = *s;
+  r->kernel = *kernel;
+  r->split_k = split_k_of(kernel);
+  r->us = us;
+  r->tflops = tgemm__shape_flops(s) / (us * 1e6);
+  r->gbps = tgemm__shape_bytes(s, tgemm__route_weight_dtype(s, route)) / (us * 1e3);
+  r->error = error;
+  out->have = true;
+}
+
+/* Every candidate of one route on one workload; the fastest into *best,
+ * unless it is within the margin of the route's built-in choice. */
 static void tune_route(tgemm_ctx *ctx, const tgemm__tune_options *opt, tgemm__workload *wl,
                        tgemm_route route, route_result *best, tgemm__tune_summary *sum) {
   const tgemm__shape *s = tgemm__workload_shape(wl);
+  tgemm__kernel def;
+  const bool have_default = ctx->backend->default_kernel(ctx, s, route, &def) == TGEMM_OK;
+  route_result default_result = {0};
   tgemm__kernel cands[MAX_CANDIDATES];
   int n = ctx->backend->candidates(ctx, s, route, cands, MAX_CANDIDATES);
   if (n < 0) {
@@ -114,19 +137,15 @@ static void tune_route(tgemm_ctx *ctx, const tgemm__tune_options *opt, tgemm__wo
     if (opt->log && opt->verbose)
       fprintf(opt->log, "    %-8s %-28s %10.2f us (min %.2f, %d reps)  error %.3g\n",
               tgemm_route_name(route), kernel->name, t.median_us, t.min_us, t.reps, vs_dense);
-    if (best->have && !(t.median_us < best->row.us)) continue;
-    tgemm__table_row *r = &best->row;
-    memset(r, 0, sizeof *r);
-    r->device = ctx->device_key;
-    r->shape = *s;
-    r->kernel = *kernel;
-    r->split_k = split_k_of(kernel);
-    r->us = t.median_us;
-    r->tflops = tgemm__shape_flops(s) / (t.median_us * 1e6);
-    r->gbps = tgemm__shape_bytes(s, tgemm__route_weight_dtype(s, route)) / (t.median_us * 1e3);
-    r->error = vs_dense;
-    best->have = true;
+    route_result here;
+    fill_result(ctx, s, route, kernel, t.median_us, vs_dense, &here);
+    if (have_default && !strcmp(kernel->name, def.name)) default_result = here;
+    if (!best->have || t.median_us < best->row.us) *best = here;
   }
+  /* A row must be a measured win, not run-to-run noise: the route's
+   * built-in choice stays unless a candidate beats it by the margin. */
+  if (default_result.have && best->have && !tgemm__tune_is_win(best->row.us, default_result.row.us))
+    *best = default_result;
 }
 
 static void log_shape(const tgemm__tune_options *opt, int index, const tgemm__shape *s,

@@ -14,6 +14,13 @@
 
 /* A dense-route kernel whose error exceeds this is a bug, not a choice. */
 #define TGEMM__TUNE_DENSE_MAX_ERROR 1e-2
+/* A candidate replaces its route's built-in choice in the table only when
+ * it is faster by more than this fraction: on the H100 the same kernel
+ * measured up to ~5% apart between the tuner and a later bench run
+ * (docs/BENCHMARKS.md), and a table must not encode noise as a win. */
+#define TGEMM__TUNE_WIN_MARGIN 0.03
+/* Whether a candidate's median beats the built-in choice's by the margin. */
+bool tgemm__tune_is_win(double candidate_us, double default_us);
 
 typedef struct tgemm__tune_options {
   const tgemm__shape *shapes;

@@ -15,7 +15,7 @@ extern "C" {
 #endif
 
 /* Read every 16-byte word of buf (bytes a multiple of 16) with `blocks`
- * blocks.  Its first word is overwritten only when a block's XOR of its
+ * blocks.  Its first word is overwritten only when a thread's XOR of its
  * words hits one arbitrary value, so the reads cannot be elided and the
  * buffer's contents do not matter.  Asynchronous on stream; returns the
  * launch status. */

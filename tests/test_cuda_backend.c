@@ -22,7 +22,6 @@
 #include "tune/timing.h"
 #endif
 
-#define MAX_CANDS 64
 
 /* A CPU context must work whatever happened to CUDA. */
 static void check_cpu_still_works(void) {
@@ -219,10 +218,10 @@ static void check_library(tgemm_ctx *ctx, const lt_problem *p, bool all_candidat
   test_poison(y_poison, p->y_dtype, (size_t)(m * n));
 
   tgemm__shape shape = {m, n, k, p->x_dtype, p->y_dtype, p->bias != 0};
-  tgemm__kernel cands[MAX_CANDS];
+  tgemm__kernel cands[TGEMM__MAX_CANDIDATES];
   int count = 1;
   if (all_candidates) {
-    count = ctx->backend->candidates(ctx, &shape, TGEMM_ROUTE_LIBRARY, cands, MAX_CANDS);
+    count = ctx->backend->candidates(ctx, &shape, TGEMM_ROUTE_LIBRARY, cands, TGEMM__MAX_CANDIDATES);
     CHECK(count > 0, "no cuBLASLt candidates for M=%lld N=%lld K=%lld %s -> %s: %s",
           (long long)m, (long long)n, (long long)k, tgemm_dtype_name(p->x_dtype),
           tgemm_dtype_name(p->y_dtype), tgemm_ctx_last_error(ctx));

@@ -2,9 +2,10 @@
  * host: each candidate of each route (reference, library, skinny, w4a16,
  * w4a4) is called explicitly, on fresh random inputs, into NaN-poisoned
  * outputs, over M = 1..17 and a few hundred/thousand rows, N and K that are
- * not multiples of 8/16/32, with and without bias (y's dtype or f32), and
- * both output dtypes.  MXFP4 routes are compared with the exact product of
- * the dequantized operands at the dense tolerances (DESIGN.md §4); their
+ * not multiples of 8/16/32 (and a few tall decode shapes, N up to 6500), with
+ * and without bias (y's dtype or f32), and both output dtypes.  MXFP4 routes
+ * are compared with the exact product of the dequantized operands at the
+ * dense tolerances (DESIGN.md §4); their
  * error against the unquantized product is printed, not tested.  The GPU
  * MXFP4 quantizer and dequantizer must match the CPU reference byte for
  * byte in all three scale modes.
@@ -23,7 +24,6 @@
 #include "core/internal.h"
 #include "cuda/cuda_backend.h"
 
-#define MAX_CANDS 64
 
 typedef struct test_case {
   int64_t m, n, k;
@@ -118,8 +118,8 @@ static void run_route(tgemm_ctx *ctx, tgemm_route route, const test_case *tc,
                       const tgemm__operands *ops, const double *ref, const double *qref,
                       void *y_poison_host, size_t y_bytes, void *y_host) {
   tgemm__shape shape = {tc->m, tc->n, tc->k, tc->x_dtype, tc->y_dtype, tc->bias != 0};
-  tgemm__kernel cands[MAX_CANDS];
-  int n = ctx->backend->candidates(ctx, &shape, route, cands, MAX_CANDS);
+  tgemm__kernel cands[TGEMM__MAX_CANDIDATES];
+  int n = ctx->backend->candidates(ctx, &shape, route, cands, TGEMM__MAX_CANDIDATES);
   CHECK(n >= 0, "candidates(%s) failed: %s", tgemm_route_name(route), tgemm_ctx_last_error(ctx));
   route_stats *rs = &stats[route];
   if (!selected(tgemm_route_name(route))) return;
@@ -412,6 +412,15 @@ static int build_cases(test_case *cases, bool reduced) {
   };
   for (size_t i = 0; i < sizeof big / sizeof big[0]; i++)
     if (!reduced || i == 0) cases[count++] = big[i];
+  /* Tall decode shapes: many row tiles per SM, N not a multiple of 8, K
+   * tails of 1, 8 and 4 elements. */
+  const test_case tall[] = {
+      {3, 3300, 1537, TGEMM_BF16, TGEMM_BF16, 1},
+      {12, 6500, 200, TGEMM_BF16, TGEMM_F32, 2},
+      {16, 2200, 4100, TGEMM_BF16, TGEMM_BF16, 0},
+  };
+  for (size_t i = 0; i < sizeof tall / sizeof tall[0]; i++)
+    if (!reduced || i == 0) cases[count++] = tall[i];
   return count;
 }
 

@@ -29,9 +29,10 @@ for spec in ${PROBE_KERNELS:-q_a_proj:1:w4a16 o_proj:1:w4a16 q_a_proj:1:skinny o
   ncu --kernel-name "regex:$name" --launch-skip 4 --launch-count 1 --cache-control all \
     --section SpeedOfLight --section WarpStateStats --section SchedulerStats \
     --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats \
+    --section ComputeWorkloadAnalysis --section InstructionStats \
     "$R/tgemm" bench --tp 1 --layers "$layer" --m "$m" --routes "$route" --reps 8 --max-seconds 0.05 \
     >"$OUT/ncu_${layer}_${m}_${route}.txt" 2>&1
   echo "== ncu $layer M=$m $route rc=$?"
-  grep -E "Duration|DRAM Throughput|Memory Throughput|Issue Slots Busy|Issued Ipc|Achieved Occupancy|No Eligible|Registers Per|Block Size|Grid Size|Warp Cycles Per Issued|Stall" \
-    "$OUT/ncu_${layer}_${m}_${route}.txt" | head -20
+  grep -E "Duration|DRAM Throughput|Memory Throughput|Issue Slots Busy|Issued Ipc|Achieved Occupancy|No Eligible|Registers Per|Block Size|Grid Size|Warp Cycles Per Issued|Stall|Pipe|SM Busy|Executed Ipc" \
+    "$OUT/ncu_${layer}_${m}_${route}.txt" | head -30
 done

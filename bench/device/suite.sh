@@ -8,6 +8,9 @@
 #   bash bench/device/suite.sh flush      device: the decode points (M = 1, 16) of every route
 #                                         with the cache flushed clean, dirty and not at all
 #   bash bench/device/suite.sh tune       device: tune the DeepSeek-V3 preset into $OUT/h100-deepseek-v3.csv
+#   bash bench/device/suite.sh route R    device: for route(s) R (comma list): test_cuda_kernels on R only,
+#                                         its memcheck, then every candidate of R timed on the decode
+#                                         points (M = 1..16, full and TP=8) with the tuner (-v log)
 #   bash bench/device/suite.sh bench      device: `tgemm bench` without and with that table (copied
 #                                         here to build-suite-carry/), decode back to back, readprobe
 # Logs and tables land in $OUT.
@@ -81,6 +84,22 @@ tune)
   "$R/tgemm" tune --preset deepseek-v3 --tp 8 --m 1,2,4,8,16,32,64,128,256,512,1024,2048,4096,8192 \
     -o "$OUT/h100-deepseek-v3.csv" >>"$OUT/tune.log" 2>&1
   echo "tune tp8 rc=$? ${SECONDS}s"
+  ;;
+route)
+  routes=${2:?route list}
+  SECONDS=0
+  TGEMM_TEST_ROUTES=$routes "$R/test_cuda_kernels" >"$OUT/route_test.log" 2>&1
+  echo "test_cuda_kernels ($routes) rc=$? ${SECONDS}s: $(tail -n 1 "$OUT/route_test.log")"
+  SECONDS=0
+  TGEMM_TEST_ROUTES=$routes TGEMM_TEST_QUICK=1 compute-sanitizer --tool memcheck --error-exitcode 9 \
+    "$R/test_cuda_kernels" >"$OUT/route_memcheck.log" 2>&1
+  echo "memcheck rc=$? ${SECONDS}s: $(grep -E 'ERROR SUMMARY' "$OUT/route_memcheck.log" | tail -n 1)"
+  for tp in 1 8; do
+    SECONDS=0
+    "$R/tgemm" tune --preset deepseek-v3 --tp $tp --m 1,2,4,8,16 --routes "$routes" --max-seconds 0.2 -v \
+      -o "$OUT/route_table.csv" >"$OUT/route_tune_tp$tp.log" 2>&1
+    echo "tune tp$tp rc=$? ${SECONDS}s"
+  done
   ;;
 bench)
   # The table from `tune`, carried as $P/h100-deepseek-v3.csv.

@@ -21,6 +21,8 @@ typedef struct tgemm__shape {
  * rounding, only speed. */
 #define TGEMM__KERNEL_NAME_MAX 64
 #define TGEMM__KERNEL_PARAMS 8
+/* The most candidates any backend lists for one route and shape. */
+#define TGEMM__MAX_CANDIDATES 96
 typedef struct tgemm__kernel {
   tgemm_route route;
   char name[TGEMM__KERNEL_NAME_MAX];
@@ -68,7 +70,8 @@ typedef struct tgemm__backend {
   bool (*supports)(tgemm_ctx *ctx, const tgemm__shape *shape,
                    tgemm_route route);
   /* Kernel variants for route and shape, for the tuner and tests; returns
-   * how many were written (at most cap), or a negative status. */
+   * how many were written (at most cap), or a negative status.  Callers
+   * that want them all pass TGEMM__MAX_CANDIDATES. */
   int (*candidates)(tgemm_ctx *ctx, const tgemm__shape *shape,
                     tgemm_route route, tgemm__kernel *out, int cap);
   /* The backend's built-in choice within a route (the library's own

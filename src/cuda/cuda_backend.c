@@ -28,7 +28,6 @@
 #define DEFAULT_WORKSPACE ((size_t)128 << 20)
 /* cuBLASLt's share of the workspace: NVIDIA suggests 32 MiB on Hopper. */
 #define LT_WORKSPACE_MAX ((size_t)32 << 20)
-#define MAX_FAMILY_CANDIDATES 64
 
 typedef struct cuda_state {
   int device;
@@ -213,7 +212,7 @@ static bool cuda_supports(tgemm_ctx *ctx, const tgemm__shape *shape, tgemm_route
   if (!is_dense_dtype(shape->dtype) || shape->m < 1 || shape->n < 1 || shape->k < 1 ||
       (shape->out_dtype != TGEMM_BF16 && shape->out_dtype != TGEMM_F32))
     return false;
-  tgemm__kernel kernels[MAX_FAMILY_CANDIDATES];
+  tgemm__kernel kernels[TGEMM__MAX_CANDIDATES];
   switch (route) {
     case TGEMM_ROUTE_REFERENCE:
     case TGEMM_ROUTE_LIBRARY: return true;
@@ -222,7 +221,7 @@ static bool cuda_supports(tgemm_ctx *ctx, const tgemm__shape *shape, tgemm_route
       /* fallthrough */
     case TGEMM_ROUTE_W4A16:
     case TGEMM_ROUTE_W4A4:
-      return family_candidates(state_of(ctx), route, shape, kernels, MAX_FAMILY_CANDIDATES) > 0;
+      return family_candidates(state_of(ctx), route, shape, kernels, TGEMM__MAX_CANDIDATES) > 0;
     default: return false;
   }
 }
@@ -266,8 +265,8 @@ static tgemm_status cuda_default_kernel(tgemm_ctx *ctx, const tgemm__shape *shap
       return tgemm__lt_gemm_default(ctx, st->gemm, shape, out);
     }
     default: {
-      tgemm__kernel kernels[MAX_FAMILY_CANDIDATES];
-      if (family_candidates(st, route, shape, kernels, MAX_FAMILY_CANDIDATES) < 1)
+      tgemm__kernel kernels[TGEMM__MAX_CANDIDATES];
+      if (family_candidates(st, route, shape, kernels, TGEMM__MAX_CANDIDATES) < 1)
         return no_kernel(ctx, shape, route);
       *out = kernels[0]; /* each family lists its own default first */
       return TGEMM_OK;
@@ -284,8 +283,8 @@ static tgemm_status cuda_validate_kernel(tgemm_ctx *ctx, const tgemm__shape *sha
     if (status != TGEMM_OK) return status;
     return tgemm__lt_gemm_validate(ctx, st->gemm, shape, kernel);
   }
-  tgemm__kernel kernels[MAX_FAMILY_CANDIDATES];
-  int n = cuda_candidates(ctx, shape, kernel->route, kernels, MAX_FAMILY_CANDIDATES);
+  tgemm__kernel kernels[TGEMM__MAX_CANDIDATES];
+  int n = cuda_candidates(ctx, shape, kernel->route, kernels, TGEMM__MAX_CANDIDATES);
   for (int i = 0; i < n; i++)
     if (strcmp(kernels[i].name, kernel->name) == 0) return TGEMM_OK;
   return tgemm__set_error(ctx, TGEMM_NOT_FOUND,

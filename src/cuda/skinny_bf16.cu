@@ -24,6 +24,7 @@
 namespace {
 
 using tgemm_decode::epilogue;
+using tgemm_decode::load8_scalar;
 
 struct skinny_args {
   const unsigned short *x; /* bf16 bits */
@@ -34,15 +35,6 @@ struct skinny_args {
   int split;
   epilogue ep;
 };
-
-/* 8 consecutive bf16 (as raw bits) of which the first `avail` are read and
- * the rest are zero: for the K tail and for unaligned rows. */
-__device__ __forceinline__ uint4 load8_scalar(const unsigned short *p, long long avail) {
-  unsigned h[8];
-#pragma unroll
-  for (int i = 0; i < 8; i++) h[i] = i < avail ? (unsigned)__ldg(p + i) : 0u;
-  return make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
-}
 
 /* MT: 8-token groups (1 for M <= 8, 2 for M <= 16); WARPS per block; T row
  * tiles per warp; U 32-wide k steps per batch; ST: 0 = the next batch is

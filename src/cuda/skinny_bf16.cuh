@@ -115,6 +115,15 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], unsigned a0, unsigned a1
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+/* 8 consecutive bf16 (as raw bits) of which the first `avail` are read and
+ * the rest are zero: for the K tail and for unaligned rows. */
+__device__ __forceinline__ uint4 load8_scalar(const unsigned short *p, long long avail) {
+  unsigned h[8];
+#pragma unroll
+  for (int i = 0; i < 8; i++) h[i] = i < avail ? (unsigned)__ldg(p + i) : 0u;
+  return make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
+}
+
 __device__ __forceinline__ float load_bias(const void *bias, int dtype, int row) {
   if (dtype == TGEMM_F32) return static_cast<const float *>(bias)[row];
   unsigned short h = static_cast<const unsigned short *>(bias)[row];

@@ -2,22 +2,14 @@
  *
  * Same work split as skinny_bf16.cu, with one MXFP4 block (16 bytes, 32 k,
  * one scale) per lane and load: lane (g, c) reads block 4j + c of a batch
- * for rows g and g+8 of each tile.  A 32-bit word of the block holds k
- * 8w..8w+7, element 2i in the low nibble of byte i.  Nibbles j and j+4 sit
- * 16 bits apart, so one shift-and-mask puts both into a bf16 pair at once:
- * magnitude bits (e1 e0 m) land on bf16 bits 8..6, which is the E2M1 value
- * times 2^-126 (code 1, 0.5, becomes the bf16 subnormal 2^-127), and the
- * sign bit lands on bit 15.  Multiplying by 2^(s-1) (exact: both factors are
- * powers of two times at most 2 significant bits) gives value · 2^(s-127);
- * scales above 128 need 2^(s-1) > bf16 max and take a second multiply.  The
- * reduction sees k in the order (8w+j, 8w+j+4), so x's 16-byte loads are
- * regrouped with byte permutes to match. */
+ * for rows g and g+8 of each tile, decoded and multiplied as described in
+ * w4a16_decode.cuh. */
 #include <cuda_runtime.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "cuda/skinny_bf16.cuh" /* tgemm_decode:: device helpers */
+#include "cuda/w4a16_decode.cuh"
 #include "cuda/w4a16_stream.cuh"
 #include "cuda/smem_limit.cuh"
 
@@ -38,13 +30,6 @@ struct w4_args {
   epilogue ep;
 };
 
-__device__ __forceinline__ uint4 load8_scalar(const unsigned short *p, long long avail) {
-  unsigned h[8];
-#pragma unroll
-  for (int i = 0; i < 8; i++) h[i] = i < avail ? (unsigned)__ldg(p + i) : 0u;
-  return make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
-}
-
 __device__ __forceinline__ uint4 load16_bytes(const unsigned char *p) {
   unsigned w[4];
 #pragma unroll
@@ -52,41 +37,6 @@ __device__ __forceinline__ uint4 load16_bytes(const unsigned char *p) {
     w[i] = (unsigned)__ldg(p + 4 * i) | (unsigned)__ldg(p + 4 * i + 1) << 8 |
            (unsigned)__ldg(p + 4 * i + 2) << 16 | (unsigned)__ldg(p + 4 * i + 3) << 24;
   return make_uint4(w[0], w[1], w[2], w[3]);
-}
-
-/* Nibbles j and j+4 of q as a bf16 pair, each E2M1 value times 2^-126. */
-template <int J>
-__device__ __forceinline__ unsigned e2m1_pair(unsigned q) {
-  const unsigned t = q >> (4 * J);
-  return ((t << 6) & 0x01C001C0u) | ((t << 12) & 0x80008000u);
-}
-
-__device__ __forceinline__ unsigned mul_bf16x2(unsigned a, unsigned b) {
-  unsigned d;
-  asm("mul.rn.bf16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
-  return d;
-}
-
-/* First multiplier, 2^(min(s,128)-1) as a bf16 pair; NaN for s = 0xFF. */
-__device__ __forceinline__ unsigned scale_mult1(unsigned s) {
-  if (s == 255u) return 0x7FC07FC0u;
-  const unsigned bits = (min(s, 128u) + 126u) << 7;
-  return bits | bits << 16;
-}
-
-/* Second multiplier for 128 < s < 255: 2^(s-128); else 1. */
-__device__ __forceinline__ unsigned scale_mult2(unsigned s) {
-  if (s <= 128u || s == 255u) return 0x3F803F80u;
-  const unsigned bits = (s - 1u) << 7;
-  return bits | bits << 16;
-}
-
-/* (x[j], x[j+4]) pairs of 8 bf16, to match e2m1_pair<j>. */
-__device__ __forceinline__ void regroup_x(uint4 v, unsigned (&p)[4]) {
-  p[0] = __byte_perm(v.x, v.z, 0x5410);
-  p[1] = __byte_perm(v.x, v.z, 0x7632);
-  p[2] = __byte_perm(v.y, v.w, 0x5410);
-  p[3] = __byte_perm(v.y, v.w, 0x7632);
 }
 
 /* MT token groups, WARPS per block, T row tiles per warp, U 4-block steps
@@ -136,55 +86,18 @@ __global__ void __launch_bounds__(WARPS * 32)
 
   /* x for the lane's block blk (32 k; zero past `avail` k). */
   auto load_x = [&](uint4(&xv)[MT][4], long long blk, long long avail) {
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-      for (int w = 0; w < 4; w++) {
-        const unsigned short *p = xp[mt] + (blk - c) * 32 + 8 * w;
-        xv[mt][w] = (VEC && avail >= 32) ? __ldg(reinterpret_cast<const uint4 *>(p))
-                                         : load8_scalar(p, avail - 8 * w);
-      }
+    tgemm_w4::load_x_block<MT>(xv, xp, (blk - c) * 32, avail, VEC);
   };
-  /* The multiply of step j: 8 MMAs per tile and token group. */
+  /* Step j of a batch: block 4j + c of every row. */
   auto step = [&](const uint4(&v)[T][U][2], const unsigned(&s)[T][U][2], int j,
                   const uint4(&xv)[MT][4], bool big) {
-    unsigned m1[T][2], m2[T][2];
+    uint4 vj[T][2];
+    unsigned sj[T][2];
 #pragma unroll
     for (int t = 0; t < T; t++)
 #pragma unroll
-      for (int h = 0; h < 2; h++) {
-        m1[t][h] = scale_mult1(s[t][j][h]);
-        m2[t][h] = scale_mult2(s[t][j][h]);
-      }
-#pragma unroll
-    for (int w = 0; w < 4; w++) {
-      unsigned px[MT][4];
-#pragma unroll
-      for (int mt = 0; mt < MT; mt++) regroup_x(xv[mt][w], px[mt]);
-#pragma unroll
-      for (int t = 0; t < T; t++) {
-        const unsigned q0 = (&v[t][j][0].x)[w], q1 = (&v[t][j][1].x)[w];
-        unsigned r[4][2];
-        r[0][0] = e2m1_pair<0>(q0), r[0][1] = e2m1_pair<0>(q1);
-        r[1][0] = e2m1_pair<1>(q0), r[1][1] = e2m1_pair<1>(q1);
-        r[2][0] = e2m1_pair<2>(q0), r[2][1] = e2m1_pair<2>(q1);
-        r[3][0] = e2m1_pair<3>(q0), r[3][1] = e2m1_pair<3>(q1);
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-#pragma unroll
-          for (int h = 0; h < 2; h++) {
-            r[i][h] = mul_bf16x2(r[i][h], m1[t][h]);
-            if (big) r[i][h] = mul_bf16x2(r[i][h], m2[t][h]);
-          }
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++) {
-          float(&d)[4] =
-              *reinterpret_cast<float(*)[4]>(&((w & 1) ? acc_odd : acc)[(t * MT + mt) * 4]);
-          tgemm_decode::mma_bf16(d, r[0][0], r[0][1], r[1][0], r[1][1], px[mt][0], px[mt][1]);
-          tgemm_decode::mma_bf16(d, r[2][0], r[2][1], r[3][0], r[3][1], px[mt][2], px[mt][3]);
-        }
-      }
-    }
+      for (int h = 0; h < 2; h++) vj[t][h] = v[t][j][h], sj[t][h] = s[t][j][h];
+    tgemm_w4::block_step<MT, T>(acc, acc_odd, vj, sj, xv, big);
   };
   /* A whole batch; scales above 2^1 are rare in real weights, so one vote
    * keeps their second multiply off the common path. */
@@ -196,7 +109,7 @@ __global__ void __launch_bounds__(WARPS * 32)
 #pragma unroll
       for (int j = 0; j < U; j++)
 #pragma unroll
-        for (int h = 0; h < 2; h++) big |= s[t][j][h] > 128u && s[t][j][h] != 255u;
+        for (int h = 0; h < 2; h++) big |= tgemm_w4::scale_is_big(s[t][j][h]);
     if (__any_sync(0xffffffffu, big)) {
 #pragma unroll
       for (int j = 0; j < U; j++) step(v, s, j, xv[j], true);
@@ -216,34 +129,62 @@ __global__ void __launch_bounds__(WARPS * 32)
     unsigned *sring = reinterpret_cast<unsigned *>(smem + (size_t)WARPS * ST * SLOTS * 32) +
                       (size_t)warp * ST * SLOTS * 8;
     const long long mine = worker < full ? (full - 1 - worker) / workers + 1 : 0;
-    auto issue = [&](long long i) {
-      const long long batch = worker + i * workers;
-      const int st = (int)(i % ST);
+    /* Loop-carried cursors (copy-in pointers, x pointers, ring stages) that
+     * advance by one stride per batch: recomputing each address from the
+     * batch index cost ~200 integer instructions per batch, on the pipe
+     * that already limits this kernel. */
+    const unsigned char *in_q[T][2], *in_s[T][2];
+#pragma unroll
+    for (int t = 0; t < T; t++)
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        in_q[t][h] = qp[t][h] + (long long)worker * BU * 16;
+        in_s[t][h] = srow[t][h] + (long long)worker * BU;
+      }
+    const unsigned short *xc[MT];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) xc[mt] = xp[mt] + (long long)worker * BU * 32;
+    const long long q_step = (long long)workers * BU * 16, s_step = (long long)workers * BU;
+    const long long x_step = (long long)workers * BU * 32;
+    int in_stage = 0, out_stage = 0;
+    auto issue = [&]() {
+      uint4 *rs = ring + in_stage * SLOTS * 32;
+      unsigned *ss = sring + in_stage * SLOTS * 8 + g;
 #pragma unroll
       for (int t = 0; t < T; t++)
 #pragma unroll
         for (int j = 0; j < U; j++)
 #pragma unroll
           for (int h = 0; h < 2; h++) {
-            const int slot = st * SLOTS + (t * U + j) * 2 + h;
-            const long long blk = batch * BU + 4 * j; /* the quad's first block */
-            tgemm_decode::cp_async16_stream(ring + slot * 32, qp[t][h] + blk * 16, policy);
-            if (c == 0) tgemm_decode::cp_async4(sring + slot * 8 + g, srow[t][h] + blk);
+            const int slot = (t * U + j) * 2 + h;
+            tgemm_decode::cp_async16_stream(rs + slot * 32, in_q[t][h] + 64 * j, policy);
+            if (c == 0) tgemm_decode::cp_async4(ss + slot * 8, in_s[t][h] + 4 * j);
           }
+#pragma unroll
+      for (int t = 0; t < T; t++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) in_q[t][h] += q_step, in_s[t][h] += s_step;
+      in_stage = in_stage + 1 == ST ? 0 : in_stage + 1;
     };
 #pragma unroll
     for (int s = 0; s < ST - 1; s++) {
-      if (s < mine) issue(s);
+      if (s < mine) issue();
       tgemm_decode::cp_async_commit();
     }
     for (long long i = 0; i < mine; i++) {
-      if (i + ST - 1 < mine) issue(i + ST - 1);
+      if (i + ST - 1 < mine) issue();
       tgemm_decode::cp_async_commit();
       uint4 xv[U][MT][4];
-      load_x_batch(xv, worker + i * workers); /* in flight while we wait */
+#pragma unroll
+      for (int j = 0; j < U; j++) tgemm_w4::load_x_block<MT>(xv[j], xc, 128 * j, 32, true);
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) xc[mt] += x_step;
       tgemm_decode::cp_async_wait<ST - 1>();
       __syncwarp(); /* scales were copied by lane c == 0 of each quad */
-      const int st = (int)(i % ST);
+      const uint4 *rs = ring + out_stage * SLOTS * 32;
+      const unsigned char *ss =
+          reinterpret_cast<const unsigned char *>(sring + out_stage * SLOTS * 8 + g) + c;
+      out_stage = out_stage + 1 == ST ? 0 : out_stage + 1;
       uint4 v[T][U][2];
       unsigned s[T][U][2];
 #pragma unroll
@@ -252,9 +193,9 @@ __global__ void __launch_bounds__(WARPS * 32)
         for (int j = 0; j < U; j++)
 #pragma unroll
           for (int h = 0; h < 2; h++) {
-            const int slot = st * SLOTS + (t * U + j) * 2 + h;
-            v[t][j][h] = ring[slot * 32];
-            s[t][j][h] = reinterpret_cast<const unsigned char *>(sring + slot * 8 + g)[c];
+            const int slot = (t * U + j) * 2 + h;
+            v[t][j][h] = rs[slot * 32];
+            s[t][j][h] = ss[slot * 32];
           }
       __syncwarp(); /* every lane has read the slot before it is refilled */
       compute(v, s, xv);
@@ -315,7 +256,7 @@ __global__ void __launch_bounds__(WARPS * 32)
                        : VEC  ? tgemm_decode::load_stream16(qp[t][h] + rel * 16, policy)
                               : load16_bytes(qp[t][h] + rel * 16);
           s[t][j][h] = valid ? (unsigned)__ldg(sp[t][h] + rel) : 127u;
-          big |= s[t][j][h] > 128u && s[t][j][h] != 255u;
+          big |= tgemm_w4::scale_is_big(s[t][j][h]);
         }
       load_x(xv[j], blk, valid ? k - blk * 32 : 0);
     }
@@ -339,7 +280,8 @@ struct w4_config {
  * with every useful split.  Rings stay <= 96 KB of shared memory. */
 #define TGEMM_W4S_CONFIGS(X)                                                              \
   X(8, 1, 1, 4) X(8, 1, 2, 4) X(8, 2, 1, 4) X(8, 1, 1, 8) X(4, 1, 1, 4) X(4, 1, 2, 4)      \
-  X(4, 2, 1, 4) X(4, 2, 2, 4) X(4, 4, 1, 4) X(16, 1, 1, 4) X(16, 2, 1, 4)
+  X(4, 2, 1, 4) X(4, 2, 2, 4) X(4, 4, 1, 4) X(16, 1, 1, 4) X(16, 2, 1, 4) X(8, 2, 1, 2)    \
+  X(8, 1, 1, 2) X(4, 1, 2, 2) X(4, 2, 1, 2)
 
 #define TGEMM_W4S_ROW(W, T, U, ST) {W, T, U, ST},
 const int kConfigs[][4] = {TGEMM_W4S_CONFIGS(TGEMM_W4S_ROW)};

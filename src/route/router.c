@@ -10,7 +10,6 @@
 #include "route/untuned_log.h"
 
 /* Enough for every backend's candidate list of one route. */
-#define MAX_CANDIDATES 64
 
 /* ---------------------------------------------------------- predicates */
 
@@ -127,8 +126,8 @@ static tgemm_status select_forced(tgemm_ctx *ctx, const tgemm__shape *s, const s
                             tgemm_dtype_name(s->out_dtype), s->has_bias ? ", bias" : "");
   if (!opts->kernel || !opts->kernel[0]) return ctx->backend->default_kernel(ctx, s, route, out);
 
-  tgemm__kernel cands[MAX_CANDIDATES];
-  int n = ctx->backend->candidates(ctx, s, route, cands, MAX_CANDIDATES);
+  tgemm__kernel cands[TGEMM__MAX_CANDIDATES];
+  int n = ctx->backend->candidates(ctx, s, route, cands, TGEMM__MAX_CANDIDATES);
   if (n < 0) return (tgemm_status)n;
   for (int i = 0; i < n; i++)
     if (strcmp(cands[i].name, opts->kernel) == 0) {
@@ -161,8 +160,8 @@ static bool row_kernel_valid(tgemm_ctx *ctx, const struct tgemm__table_row *row)
   if (ctx->backend->validate_kernel) {
     ok = ctx->backend->validate_kernel(ctx, &row->shape, &row->kernel) == TGEMM_OK;
   } else {
-    tgemm__kernel cands[MAX_CANDIDATES];
-    int n = ctx->backend->candidates(ctx, &row->shape, row->kernel.route, cands, MAX_CANDIDATES);
+    tgemm__kernel cands[TGEMM__MAX_CANDIDATES];
+    int n = ctx->backend->candidates(ctx, &row->shape, row->kernel.route, cands, TGEMM__MAX_CANDIDATES);
     for (int i = 0; i < n && !ok; i++) ok = strcmp(cands[i].name, row->kernel.name) == 0;
   }
   if (!ok)

@@ -9,7 +9,6 @@
 #include "route/table.h"
 #include "tune/workload.h"
 
-#define MAX_CANDIDATES 64
 
 static volatile sig_atomic_t stop_flag;
 
@@ -96,8 +95,8 @@ static void tune_route(tgemm_ctx *ctx, const tgemm__tune_options *opt, tgemm__wo
   tgemm__kernel def;
   const bool have_default = ctx->backend->default_kernel(ctx, s, route, &def) == TGEMM_OK;
   route_result default_result = {0};
-  tgemm__kernel cands[MAX_CANDIDATES];
-  int n = ctx->backend->candidates(ctx, s, route, cands, MAX_CANDIDATES);
+  tgemm__kernel cands[TGEMM__MAX_CANDIDATES];
+  int n = ctx->backend->candidates(ctx, s, route, cands, TGEMM__MAX_CANDIDATES);
   if (n < 0) {
     if (opt->log) fprintf(opt->log, "  %s: no candidates (%s)\n", tgemm_route_name(route), ctx->last_error);
     return;

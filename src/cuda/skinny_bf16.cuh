@@ -133,17 +133,33 @@ __device__ __forceinline__ float load_bias(const void *bias, int dtype, int row)
   return f;
 }
 
-/* Writes one finished sum.  Element e of the fragment-ordered accumulator
- * array (register r = e / 32 of lane e % 32) holds, for the m16n8 tile
- * (r / 4) = tile * MT + token_group: row g (+8 when r % 4 >= 2) and token
- * 2c + (r % 2), with g = lane / 4, c = lane % 4. */
+/* Element e of the fragment-ordered accumulator array (register r = e / 32
+ * of lane e % 32) holds, for the m16n8 tile (r / 4) = tile * MT +
+ * token_group: row g (+8 when r % 4 >= 2) and token 2c + (r % 2), with
+ * g = lane / 4, c = lane % 4. */
 template <int MT>
-__device__ __forceinline__ void store_one(const epilogue &ep, int row0, int e, float sum) {
+__device__ __forceinline__ void element_at(int row0, int e, int *row, int *token) {
   const int r = e >> 5, lane = e & 31;
   const int i = r & 3, tile_group = r >> 2;
   const int group = tile_group % MT, tile = tile_group / MT;
-  const int row = row0 + 16 * tile + (lane >> 2) + ((i & 2) ? 8 : 0);
-  const int token = 8 * group + 2 * (lane & 3) + (i & 1);
+  *row = row0 + 16 * tile + (lane >> 2) + ((i & 2) ? 8 : 0);
+  *token = 8 * group + 2 * (lane & 3) + (i & 1);
+}
+
+/* Does element e land in y (a real row and token)?  At M = 1 only one
+ * element in eight does, so the reductions skip the rest. */
+template <int MT>
+__device__ __forceinline__ bool element_used(const epilogue &ep, int row0, int e) {
+  int row, token;
+  element_at<MT>(row0, e, &row, &token);
+  return row < ep.n && token < ep.m;
+}
+
+/* Writes one finished sum (element e, see element_at). */
+template <int MT>
+__device__ __forceinline__ void store_one(const epilogue &ep, int row0, int e, float sum) {
+  int row, token;
+  element_at<MT>(row0, e, &row, &token);
   if (row >= ep.n || token >= ep.m) return;
   if (ep.bias) sum += load_bias(ep.bias, ep.bias_dtype, row);
   long long at = (long long)token * ep.ldy + row;
@@ -161,18 +177,21 @@ __device__ __forceinline__ void store_one(const epilogue &ep, int row0, int e, f
 
 /* Sums the R accumulators of every warp of the block, then (split > 1) of
  * every block of the cluster through distributed shared memory, and writes
- * y.  red: shared memory of WARPS * R * 32 floats.  Fixed summation order:
- * the result does not depend on timing. */
+ * y.  red: shared memory of WARPS * R * 32 floats (elements that land
+ * outside y are neither stored nor summed).  Fixed summation order: the
+ * result does not depend on timing. */
 template <int WARPS, int R, int MT>
 __device__ __forceinline__ void reduce_and_store(const float (&acc)[R], float *red, int split,
                                                  int row0, const epilogue &ep) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   constexpr int E = R * 32;
 #pragma unroll
-  for (int r = 0; r < R; r++) red[(warp * R + r) * 32 + lane] = acc[r];
+  for (int r = 0; r < R; r++)
+    if (element_used<MT>(ep, row0, r * 32 + lane)) red[(warp * R + r) * 32 + lane] = acc[r];
   __syncthreads();
   if (split == 1) {
     for (int e = threadIdx.x; e < E; e += WARPS * 32) {
+      if (!element_used<MT>(ep, row0, e)) continue;
       float s = red[e];
 #pragma unroll
       for (int w = 1; w < WARPS; w++) s += red[w * E + e];
@@ -181,6 +200,7 @@ __device__ __forceinline__ void reduce_and_store(const float (&acc)[R], float *r
     return;
   }
   for (int e = threadIdx.x; e < E; e += WARPS * 32) {
+    if (!element_used<MT>(ep, row0, e)) continue;
     float s = red[e];
 #pragma unroll
     for (int w = 1; w < WARPS; w++) s += red[w * E + e];
@@ -193,6 +213,7 @@ __device__ __forceinline__ void reduce_and_store(const float (&acc)[R], float *r
   const int per = (E + split - 1) / split;
   const int lo = rank * per, hi = min(E, lo + per);
   for (int e = lo + (int)threadIdx.x; e < hi; e += WARPS * 32) {
+    if (!element_used<MT>(ep, row0, e)) continue;
     float s = 0.0f;
     for (int b = 0; b < split; b++) s += cluster.map_shared_rank(red, b)[e];
     store_one<MT>(ep, row0, e, s);

@@ -328,16 +328,14 @@ bool config_useful(const tgemm__shape *s, w4_config cfg) {
   return cfg.split == 1 || batches >= (long long)cfg.split * cfg.warps;
 }
 
-/* The built-in choice (candidates[0]).  A rule read off the bench run of
- * 2026-11-23 on the H100 (bench/device/skinny.sh, graph timing, every
- * candidate timed on the nine DeepSeek-V3 projections x M = 1..16); on
- * that run it is within 3.2% of the fastest candidate at all 45 points,
- * 0.24% on average.  All use the 4-deep ring and one 4-block step:
+/* The built-in choice (candidates[0]).  A rule read off the tuner run of
+ * 2026-11-24 on the H100 (bench/device/suite.sh route w4a16: every
+ * candidate timed on the nine DeepSeek-V3 projections x M = 1..16):
  * - fewer 16-row tiles than half the SMs (N = 576): 4 warps, split 8;
  * - at most one tile per SM (N <= 2112): 16 warps, no split;
- * - short rows (K <= 1024): 4 warps; otherwise 8 warps;
- * - two tiles per warp (x fragments reused) from M = 5 (M = 9 for the
- *   smallest N), and always for long rows or very tall weights. */
+ * - otherwise two tiles per warp and the 2-deep ring (more blocks fit on
+ *   an SM), 4 warps for short rows (K <= 1024) or very tall weights, else
+ *   8. */
 w4_config default_config(const tgemm__shape *s, int sm_count) {
   const long long tiles16 = (s->n + 15) / 16;
   w4_config cfg;
@@ -346,11 +344,10 @@ w4_config default_config(const tgemm__shape *s, int sm_count) {
     while (cfg.split > 1 && !config_useful(s, cfg)) cfg.split /= 2;
   } else if (tiles16 <= sm_count) {
     cfg = w4_config{16, 1, 1, 4, 1};
-  } else if (s->k <= 1024) {
-    cfg = w4_config{4, s->m > 4 ? 2 : 1, 1, 4, 1};
+  } else if (s->k <= 1024 || tiles16 >= 1024) {
+    cfg = w4_config{4, 2, 1, 2, 1};
   } else {
-    const bool two = s->m > 4 || s->k >= 8192 || tiles16 >= 1024;
-    cfg = w4_config{8, two ? 2 : 1, 1, 4, 1};
+    cfg = w4_config{8, 2, 1, 2, 1};
   }
   return cfg;
 }

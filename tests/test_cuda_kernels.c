@@ -28,7 +28,8 @@
 typedef struct test_case {
   int64_t m, n, k;
   tgemm_dtype x_dtype, y_dtype;
-  int bias; /* 0 none, 1 y's dtype, 2 f32 */
+  int bias;      /* 0 none, 1 y's dtype, 2 f32 */
+  float w_sigma; /* W ~ N(0, w_sigma²) */
 } test_case;
 
 typedef struct route_stats {
@@ -180,7 +181,7 @@ static void run_case(const test_case *tc, int index) {
   void *x_host = malloc((size_t)(m * k) * xs), *w_host = malloc((size_t)(n * k) * xs);
   void *b_host = malloc((size_t)n * 4);
   test_fill_normal(x_host, tc->x_dtype, (size_t)(m * k), 1.0f);
-  test_fill_normal(w_host, tc->x_dtype, (size_t)(n * k), 1.0f);
+  test_fill_normal(w_host, tc->x_dtype, (size_t)(n * k), tc->w_sigma);
   test_fill_normal(b_host, bias_dtype, (size_t)n, 1.0f);
 
   void *x_dev = upload(ctx, x_host, (size_t)(m * k) * xs);
@@ -210,9 +211,10 @@ static void run_case(const test_case *tc, int index) {
   test_poison(y_poison, tc->y_dtype, (size_t)(m * n));
   tgemm__operands ops = {&x, weight, tc->bias ? &bias : NULL, &y};
 
-  printf("case %2d: M=%-4lld N=%-4lld K=%-4lld x %-4s y %-4s bias %-4s mode %s\n", index,
+  printf("case %2d: M=%-4lld N=%-4lld K=%-4lld x %-4s y %-4s bias %-4s mode %s%s\n", index,
          (long long)m, (long long)n, (long long)k, tgemm_dtype_name(tc->x_dtype),
-         tgemm_dtype_name(tc->y_dtype), bias_name(tc->bias), tgemm_scale_mode_name(mode));
+         tgemm_dtype_name(tc->y_dtype), bias_name(tc->bias), tgemm_scale_mode_name(mode),
+         tc->w_sigma != 1.0f ? " (W scaled)" : "");
   fflush(stdout);
   run_route(ctx, TGEMM_ROUTE_REFERENCE, tc, &ops, ref, NULL, y_poison, y_bytes, y_host);
   run_route(ctx, TGEMM_ROUTE_LIBRARY, tc, &ops, ref, NULL, y_poison, y_bytes, y_host);
@@ -400,24 +402,27 @@ static int build_cases(test_case *cases, bool reduced) {
     if (reduced && m != 1 && m != 4 && m != 7 && m != 16 && m != 17) continue;
     int pair = (int)(m % 9); /* M = 1..17 meets all nine (N, K) pairs */
     test_case tc = {m, ns[pair % 3], ks[pair / 3], TGEMM_BF16, (m & 1) ? TGEMM_BF16 : TGEMM_F32,
-                    (int)(m % 3)};
+                    (int)(m % 3), 1.0f};
     if (m == 5 || m == 11) tc.x_dtype = TGEMM_F16;
     if (m == 7 || m == 13) tc.x_dtype = TGEMM_F32;
     cases[count++] = tc;
   }
   const test_case big[] = {
-      {300, 129, 200, TGEMM_F16, TGEMM_F32, 2},   {300, 1000, 1537, TGEMM_BF16, TGEMM_BF16, 1},
-      {2000, 1000, 200, TGEMM_BF16, TGEMM_F32, 0}, {2000, 129, 1537, TGEMM_BF16, TGEMM_BF16, 2},
-      {300, 7, 33, TGEMM_F32, TGEMM_BF16, 1},
+      {300, 129, 200, TGEMM_F16, TGEMM_F32, 2, 1.0f},
+      {300, 1000, 1537, TGEMM_BF16, TGEMM_BF16, 1, 1.0f},
+      {2000, 1000, 200, TGEMM_BF16, TGEMM_F32, 0, 1.0f},
+      {2000, 129, 1537, TGEMM_BF16, TGEMM_BF16, 2, 1.0f},
+      {300, 7, 33, TGEMM_F32, TGEMM_BF16, 1, 1.0f},
   };
   for (size_t i = 0; i < sizeof big / sizeof big[0]; i++)
     if (!reduced || i == 0) cases[count++] = big[i];
   /* Tall decode shapes: many row tiles per SM, N not a multiple of 8, K
-   * tails of 1, 8 and 4 elements. */
+   * tails of 1, 8 and 4 elements; weights of 2^12 (MXFP4 scales above
+   * 2^1, the decoders' second-multiply path) and of 2^-100. */
   const test_case tall[] = {
-      {3, 3300, 1537, TGEMM_BF16, TGEMM_BF16, 1},
-      {12, 6500, 200, TGEMM_BF16, TGEMM_F32, 2},
-      {16, 2200, 4100, TGEMM_BF16, TGEMM_BF16, 0},
+      {3, 3300, 1537, TGEMM_BF16, TGEMM_BF16, 1, 4096.0f},
+      {12, 6500, 200, TGEMM_BF16, TGEMM_F32, 2, 1.0f},
+      {16, 2200, 4100, TGEMM_BF16, TGEMM_BF16, 0, 0x1p-100f},
   };
   for (size_t i = 0; i < sizeof tall / sizeof tall[0]; i++)
     if (!reduced || i == 0) cases[count++] = tall[i];

@@ -1,6 +1,6 @@
-/* Device pieces of the streaming W4A16 kernels (w4a16_stream.cu and
- * w4a16_balanced.cu): exact E2M1 -> bf16 decoding in registers and the
- * tensor-core step over one 32-bit word of each lane's MXFP4 blocks.
+/* Device pieces of the streaming W4A16 kernel (w4a16_stream.cu): exact
+ * E2M1 -> bf16 decoding in registers and the tensor-core step over each
+ * lane's MXFP4 block.
  *
  * Lane (g, c) of a warp holds one MXFP4 block (16 bytes, 32 k, one scale)
  * of rows g and g+8 of each 16-row tile.  A 32-bit word of the block holds
@@ -11,8 +11,9 @@
  * sign bit lands on bit 15.  Multiplying by 2^(s-1) (exact: both factors
  * are powers of two times at most 2 significant bits) gives
  * value · 2^(s-127); scales above 128 need 2^(s-1) > bf16 max and take a
- * second multiply (as does 0xFF, which gives NaN).  The MMA sees k in the order (8w+j, 8w+j+4), so x's
- * 16-byte loads are regrouped with byte permutes to match. */
+ * second multiply (as does 0xFF, which gives NaN).  The MMA sees k in the
+ * order (8w+j, 8w+j+4), so x's 16-byte loads are regrouped with byte
+ * permutes to match. */
 #ifndef TGEMM_CUDA_W4A16_DECODE_CUH
 #define TGEMM_CUDA_W4A16_DECODE_CUH
 
@@ -69,8 +70,9 @@ __device__ __forceinline__ void regroup_x(uint4 v, unsigned (&p)[4]) {
 /* x of one MXFP4 block for the lane: 32 k starting at p, of which `avail`
  * exist (zero past them); vec: 16-byte loads are allowed. */
 template <int MT>
-__device__ __forceinline__ void load_x_block(uint4 (&xv)[MT][4], const unsigned short *const (&xp)[MT],
-                                             long long offset, long long avail, bool vec) {
+__device__ __forceinline__ void load_x_block(uint4 (&xv)[MT][4],
+                                             const unsigned short *const (&xp)[MT], long long offset,
+                                             long long avail, bool vec) {
 #pragma unroll
   for (int mt = 0; mt < MT; mt++)
 #pragma unroll

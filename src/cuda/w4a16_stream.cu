@@ -281,7 +281,7 @@ struct w4_config {
 #define TGEMM_W4S_CONFIGS(X)                                                              \
   X(8, 1, 1, 4) X(8, 1, 2, 4) X(8, 2, 1, 4) X(8, 1, 1, 8) X(4, 1, 1, 4) X(4, 1, 2, 4)      \
   X(4, 2, 1, 4) X(4, 2, 2, 4) X(4, 4, 1, 4) X(16, 1, 1, 4) X(16, 2, 1, 4) X(8, 2, 1, 2)    \
-  X(8, 1, 1, 2) X(4, 1, 2, 2) X(4, 2, 1, 2)
+  X(8, 1, 1, 2) X(4, 1, 2, 2) X(4, 2, 1, 2) X(8, 4, 1, 2) X(4, 4, 1, 2)
 
 #define TGEMM_W4S_ROW(W, T, U, ST) {W, T, U, ST},
 const int kConfigs[][4] = {TGEMM_W4S_CONFIGS(TGEMM_W4S_ROW)};
@@ -333,9 +333,10 @@ bool config_useful(const tgemm__shape *s, w4_config cfg) {
  * candidate timed on the nine DeepSeek-V3 projections x M = 1..16):
  * - fewer 16-row tiles than half the SMs (N = 576): 4 warps, split 8;
  * - at most one tile per SM (N <= 2112): 16 warps, no split;
- * - otherwise two tiles per warp and the 2-deep ring (more blocks fit on
- *   an SM), 4 warps for short rows (K <= 1024) or very tall weights, else
- *   8. */
+ * - otherwise the 2-deep ring (more blocks fit on an SM) and two tiles
+ *   per warp, with 4 warps for short rows (K <= 1024) or very tall weights,
+ *   else 8; four tiles per warp on very tall weights with K > 1024 (q_b)
+ *   at M <= 8. */
 w4_config default_config(const tgemm__shape *s, int sm_count) {
   const long long tiles16 = (s->n + 15) / 16;
   w4_config cfg;
@@ -344,6 +345,8 @@ w4_config default_config(const tgemm__shape *s, int sm_count) {
     while (cfg.split > 1 && !config_useful(s, cfg)) cfg.split /= 2;
   } else if (tiles16 <= sm_count) {
     cfg = w4_config{16, 1, 1, 4, 1};
+  } else if (tiles16 >= 1024 && s->k > 1024 && s->m <= 8) {
+    cfg = w4_config{4, 4, 1, 2, 1};
   } else if (s->k <= 1024 || tiles16 >= 1024) {
     cfg = w4_config{4, 2, 1, 2, 1};
   } else {

@@ -22,7 +22,7 @@ typedef struct tgemm__shape {
 #define TGEMM__KERNEL_NAME_MAX 64
 #define TGEMM__KERNEL_PARAMS 8
 /* The most candidates any backend lists for one route and shape. */
-#define TGEMM__MAX_CANDIDATES 96
+#define TGEMM__MAX_CANDIDATES 128
 typedef struct tgemm__kernel {
   tgemm_route route;
   char name[TGEMM__KERNEL_NAME_MAX];

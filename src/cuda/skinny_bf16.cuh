@@ -89,6 +89,14 @@ __device__ __forceinline__ void cp_async16_stream(void *smem, const void *gmem,
                : "memory");
 }
 
+/* 16-byte global -> shared copy through L2 only (activations that other
+ * blocks read too) of the first `bytes` (16 or 0) of gmem, zero-filled. */
+__device__ __forceinline__ void cp_async16_fill(void *smem, const void *gmem, unsigned bytes) {
+  const unsigned dst = (unsigned)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(gmem), "r"(bytes)
+               : "memory");
+}
+
 /* 4-byte global -> shared copy (MXFP4 scales). */
 __device__ __forceinline__ void cp_async4(void *smem, const void *gmem) {
   const unsigned dst = (unsigned)__cvta_generic_to_shared(smem);

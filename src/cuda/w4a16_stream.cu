@@ -43,14 +43,19 @@ __device__ __forceinline__ uint4 load16_bytes(const unsigned char *p) {
  * per batch; ST: 0 = register double buffer (only the unaligned fallback
  * uses it), >= 2 = per-warp cp.async ring of ST batches in shared memory
  * (weights 16 bytes per lane, scales 4 bytes per quad); VEC: 16-byte loads
- * or element loads. */
-template <int MT, int WARPS, int T, int U, int ST, bool VEC>
+ * or element loads.  XR: the ring also carries the batch's x, so that x
+ * arrives ST-1 batches ahead instead of being read from L2 right before
+ * its MMAs (at M = 16 the warps stalled mostly on those reads). */
+template <int MT, int WARPS, int T, int U, int ST, bool VEC, bool XR>
 __global__ void __launch_bounds__(WARPS * 32)
     w4a16_stream_kernel(const __grid_constant__ w4_args a) {
   static_assert(ST == 0 || (VEC && ST >= 2), "the ring needs aligned copies");
+  static_assert(!XR || (ST > 0 && U <= 2), "x in the ring: ring kernels, U <= 2");
   constexpr int BU = 4 * U; /* blocks per row per batch */
   constexpr int R = T * MT * 4;
   constexpr int SLOTS = T * U * 2; /* 16-byte weight loads per lane per batch */
+  constexpr int XCH = 16 * U;                    /* 16-byte x pieces per token per batch */
+  constexpr int XSTAGE = XR ? MT * 8 * XCH : 0;  /* x pieces per warp per ring stage */
   extern __shared__ uint4 smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, c = lane & 3;
@@ -146,6 +151,30 @@ __global__ void __launch_bounds__(WARPS * 32)
     for (int mt = 0; mt < MT; mt++) xc[mt] = xp[mt] + (long long)worker * BU * 32;
     const long long q_step = (long long)workers * BU * 16, s_step = (long long)workers * BU;
     const long long x_step = (long long)workers * BU * 32;
+    /* XR: the warp's x ring after the weight and scale rings.  Lane L copies
+     * pieces L + 32i (token (L + 32i) / XCH, piece L % XCH of its row);
+     * pieces of tokens past m are zero-filled without reading memory.  A
+     * piece p of token r is stored at p ^ ((r & 1) | ((p >> 3 & 1) << 1)):
+     * the 8 lanes of a quarter warp (tokens g, g+1, pieces 4c + w) then
+     * read 8 different bank groups. */
+    uint4 *xring = smem + (size_t)WARPS * ST * SLOTS * 34 + (size_t)warp * ST * XSTAGE;
+    const unsigned short *xin = a.x + (long long)worker * BU * 32 + 8 * (lane % XCH);
+    long long xsrc[MT][XCH / 4];
+    int xdst[XCH / 4];
+    unsigned xreal = 0; /* bit mt * XCH/4 + i: piece i of group mt is a real token's */
+    if constexpr (XR) {
+#pragma unroll
+      for (int i = 0; i < XCH / 4; i++) {
+        const int r = lane / XCH + 32 * i / XCH, p = lane % XCH;
+        xdst[i] = r * XCH + (p ^ ((r & 1) | ((p >> 3 & 1) << 1)));
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          xsrc[mt][i] = (long long)min(8 * mt + r, m - 1) * a.ldx;
+          if (8 * mt + r < m) xreal |= 1u << (mt * XCH / 4 + i);
+        }
+      }
+    }
+    const int xrd = g * XCH + 4 * c, xsw = (g & 1) | (c & 2);
     int in_stage = 0, out_stage = 0;
     auto issue = [&]() {
       uint4 *rs = ring + in_stage * SLOTS * 32;
@@ -160,6 +189,16 @@ __global__ void __launch_bounds__(WARPS * 32)
             tgemm_decode::cp_async16_stream(rs + slot * 32, in_q[t][h] + 64 * j, policy);
             if (c == 0) tgemm_decode::cp_async4(ss + slot * 8, in_s[t][h] + 4 * j);
           }
+      if constexpr (XR) {
+        uint4 *xs = xring + in_stage * XSTAGE;
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+          for (int i = 0; i < XCH / 4; i++)
+            tgemm_decode::cp_async16_fill(xs + mt * 8 * XCH + xdst[i], xin + xsrc[mt][i],
+                                          (xreal >> (mt * XCH / 4 + i) & 1) * 16);
+        xin += x_step;
+      }
 #pragma unroll
       for (int t = 0; t < T; t++)
 #pragma unroll
@@ -175,15 +214,26 @@ __global__ void __launch_bounds__(WARPS * 32)
       if (i + ST - 1 < mine) issue();
       tgemm_decode::cp_async_commit();
       uint4 xv[U][MT][4];
+      if constexpr (!XR) {
 #pragma unroll
-      for (int j = 0; j < U; j++) tgemm_w4::load_x_block<MT>(xv[j], xc, 128 * j, 32, true);
+        for (int j = 0; j < U; j++) tgemm_w4::load_x_block<MT>(xv[j], xc, 128 * j, 32, true);
 #pragma unroll
-      for (int mt = 0; mt < MT; mt++) xc[mt] += x_step;
+        for (int mt = 0; mt < MT; mt++) xc[mt] += x_step;
+      }
       tgemm_decode::cp_async_wait<ST - 1>();
-      __syncwarp(); /* scales were copied by lane c == 0 of each quad */
+      __syncwarp(); /* scales (and x) were copied by other lanes */
       const uint4 *rs = ring + out_stage * SLOTS * 32;
       const unsigned char *ss =
           reinterpret_cast<const unsigned char *>(sring + out_stage * SLOTS * 8 + g) + c;
+      if constexpr (XR) {
+        const uint4 *xs = xring + out_stage * XSTAGE + xrd;
+#pragma unroll
+        for (int j = 0; j < U; j++)
+#pragma unroll
+          for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int w = 0; w < 4; w++) xv[j][mt][w] = xs[mt * 8 * XCH + 16 * j + (w ^ xsw)];
+      }
       out_stage = out_stage + 1 == ST ? 0 : out_stage + 1;
       uint4 v[T][U][2];
       unsigned s[T][U][2];
@@ -273,84 +323,98 @@ __global__ void __launch_bounds__(WARPS * 32)
 typedef void (*kernel_fn)(w4_args);
 
 struct w4_config {
-  int warps, tiles, unroll, stages, split;
+  int warps, tiles, unroll, stages, split, x_ring;
 };
 
-/* The instantiated kernels {warps, tiles, unroll, stages}; each is offered
- * with every useful split.  Rings stay <= 96 KB of shared memory. */
-#define TGEMM_W4S_CONFIGS(X)                                                              \
-  X(8, 1, 1, 4) X(8, 1, 2, 4) X(8, 2, 1, 4) X(8, 1, 1, 8) X(4, 1, 1, 4) X(4, 1, 2, 4)      \
-  X(4, 2, 1, 4) X(4, 2, 2, 4) X(4, 4, 1, 4) X(16, 1, 1, 4) X(16, 2, 1, 4) X(8, 2, 1, 2)    \
-  X(8, 1, 1, 2) X(4, 1, 2, 2) X(4, 2, 1, 2) X(8, 4, 1, 2) X(4, 4, 1, 2)
+/* The instantiated kernels {warps, tiles, unroll, stages, x in the ring};
+ * each is offered with every useful split that fits in shared memory. */
+#define TGEMM_W4S_CONFIGS(X)                                                                  \
+  X(8, 1, 1, 4, 0) X(8, 1, 2, 4, 0) X(8, 2, 1, 4, 0) X(8, 1, 1, 8, 0) X(4, 1, 1, 4, 0)         \
+  X(4, 1, 2, 4, 0) X(4, 2, 1, 4, 0) X(4, 2, 2, 4, 0) X(4, 4, 1, 4, 0) X(16, 1, 1, 4, 0)        \
+  X(16, 2, 1, 4, 0) X(8, 2, 1, 2, 0) X(8, 1, 1, 2, 0) X(4, 1, 2, 2, 0) X(4, 2, 1, 2, 0)        \
+  X(8, 4, 1, 2, 0) X(4, 4, 1, 2, 0) X(8, 2, 1, 2, 1) X(4, 2, 1, 2, 1) X(4, 4, 1, 2, 1)         \
+  X(8, 1, 1, 2, 1) X(4, 1, 1, 4, 1) X(8, 1, 1, 4, 1) X(16, 1, 1, 2, 1) X(16, 1, 1, 4, 1)
 
-#define TGEMM_W4S_ROW(W, T, U, ST) {W, T, U, ST},
-const int kConfigs[][4] = {TGEMM_W4S_CONFIGS(TGEMM_W4S_ROW)};
+#define TGEMM_W4S_ROW(W, T, U, ST, XR) {W, T, U, ST, XR},
+const int kConfigs[][5] = {TGEMM_W4S_CONFIGS(TGEMM_W4S_ROW)};
 #undef TGEMM_W4S_ROW
 const int kSplit[] = {1, 2, 4, 8};
 
 kernel_fn find_vec_kernel(int mt, w4_config cfg) {
-#define TGEMM_W4S_FIND(W, T, U, ST)                                            \
-  if (cfg.warps == W && cfg.tiles == T && cfg.unroll == U && cfg.stages == ST) \
-    return mt == 1 ? w4a16_stream_kernel<1, W, T, U, ST, true>                 \
-                   : w4a16_stream_kernel<2, W, T, U, ST, true>;
+#define TGEMM_W4S_FIND(W, T, U, ST, XR)                                         \
+  if (cfg.warps == W && cfg.tiles == T && cfg.unroll == U && cfg.stages == ST && \
+      cfg.x_ring == XR)                                                         \
+    return mt == 1 ? w4a16_stream_kernel<1, W, T, U, ST, true, XR>              \
+                   : w4a16_stream_kernel<2, W, T, U, ST, true, XR>;
   TGEMM_W4S_CONFIGS(TGEMM_W4S_FIND)
 #undef TGEMM_W4S_FIND
   return NULL;
 }
 
 /* The element-load fallback for unaligned operands: one configuration. */
-const w4_config kSafe = {4, 1, 1, 0, 1};
+const w4_config kSafe = {4, 1, 1, 0, 1, 0};
 kernel_fn find_safe_kernel(int mt) {
-  return mt == 1 ? w4a16_stream_kernel<1, 4, 1, 1, 0, false>
-                 : w4a16_stream_kernel<2, 4, 1, 1, 0, false>;
+  return mt == 1 ? w4a16_stream_kernel<1, 4, 1, 1, 0, false, false>
+                 : w4a16_stream_kernel<2, 4, 1, 1, 0, false, false>;
 }
 
 bool config_known(w4_config cfg) {
   bool kernel = false, split = false;
   for (const auto &kc : kConfigs)
-    kernel |= kc[0] == cfg.warps && kc[1] == cfg.tiles && kc[2] == cfg.unroll && kc[3] == cfg.stages;
+    kernel |= kc[0] == cfg.warps && kc[1] == cfg.tiles && kc[2] == cfg.unroll &&
+              kc[3] == cfg.stages && kc[4] == cfg.x_ring;
   for (int sp : kSplit) split |= sp == cfg.split;
   return kernel && split;
 }
 
-/* Dynamic shared memory: weight and scale rings, or the reduction buffer. */
+/* Dynamic shared memory: weight, scale (and x) rings, or the reduction
+ * buffer. */
 size_t smem_bytes(w4_config cfg, int mt) {
   size_t slots = (size_t)cfg.warps * cfg.stages * cfg.tiles * cfg.unroll * 2;
   size_t ring = slots * 32 * 16 + slots * 8 * 4;
+  if (cfg.x_ring) ring += (size_t)cfg.warps * cfg.stages * mt * 8 * 16 * cfg.unroll * 16;
   size_t red = (size_t)cfg.warps * cfg.tiles * mt * 4 * 32 * 4;
   return ring > red ? ring : red;
 }
 
-/* Each worker (warp of the cluster) must get at least one batch. */
+/* The most dynamic shared memory a block may opt in to on sm_90. */
+const size_t kMaxSmem = 227 * 1024;
+
+/* Each worker (warp of the cluster) must get at least one batch, and the
+ * rings must fit. */
 bool config_useful(const tgemm__shape *s, w4_config cfg) {
   long long blocks = (s->k + 31) / 32;
   long long batches = (blocks + 4LL * cfg.unroll - 1) / (4LL * cfg.unroll);
+  if (smem_bytes(cfg, s->m > 8 ? 2 : 1) > kMaxSmem) return false;
   return cfg.split == 1 || batches >= (long long)cfg.split * cfg.warps;
 }
 
-/* The built-in choice (candidates[0]).  A rule read off the tuner run of
+/* The built-in choice (candidates[0]).  A rule read off the tuner runs of
  * 2026-11-24 on the H100 (bench/device/suite.sh route w4a16: every
- * candidate timed on the nine DeepSeek-V3 projections x M = 1..16):
- * - fewer 16-row tiles than half the SMs (N = 576): 4 warps, split 8;
- * - at most one tile per SM (N <= 2112): 16 warps, no split;
- * - otherwise the 2-deep ring (more blocks fit on an SM) and two tiles
- *   per warp, with 4 warps for short rows (K <= 1024) or very tall weights,
- *   else 8; four tiles per warp on very tall weights with K > 1024 (q_b)
- *   at M <= 8. */
+ * candidate timed on the nine DeepSeek-V3 projections x M = 1..16).  x goes
+ * through the ring ("_xr") everywhere but on tall short rows (kv_b):
+ * - fewer 16-row tiles than half the SMs (N = 576): 4 warps, split 8 at
+ *   M <= 8, else 16 warps;
+ * - at most one tile per SM (N <= 2112): 16 warps on a 2-deep ring;
+ * - very tall weights (>= 1024 tiles): short rows (K <= 1024) 4 warps of
+ *   two tiles with x read directly; else four tiles a warp (two at M > 8);
+ * - other short rows: 4 warps of one tile on a 4-deep ring;
+ * - otherwise 8 warps of two tiles on a 2-deep ring. */
 w4_config default_config(const tgemm__shape *s, int sm_count) {
   const long long tiles16 = (s->n + 15) / 16;
   w4_config cfg;
   if (2 * tiles16 < sm_count) {
-    cfg = w4_config{4, s->m > 8 ? 2 : 1, 1, 4, 8};
+    cfg = s->m <= 8 ? w4_config{4, 1, 1, 4, 8, 1} : w4_config{16, 1, 1, 2, 1, 1};
     while (cfg.split > 1 && !config_useful(s, cfg)) cfg.split /= 2;
   } else if (tiles16 <= sm_count) {
-    cfg = w4_config{16, 1, 1, 4, 1};
-  } else if (tiles16 >= 1024 && s->k > 1024 && s->m <= 8) {
-    cfg = w4_config{4, 4, 1, 2, 1};
-  } else if (s->k <= 1024 || tiles16 >= 1024) {
-    cfg = w4_config{4, 2, 1, 2, 1};
+    cfg = w4_config{16, 1, 1, 2, 1, 1};
+  } else if (tiles16 >= 1024) {
+    if (s->k <= 1024) cfg = w4_config{4, 2, 1, 2, 1, 0};
+    else cfg = w4_config{4, s->m <= 8 ? 4 : 2, 1, 2, 1, 1};
+  } else if (s->k <= 1024) {
+    cfg = w4_config{4, 1, 1, 4, 1, 1};
   } else {
-    cfg = w4_config{8, 2, 1, 2, 1};
+    cfg = w4_config{8, 2, 1, 2, 1, 1};
   }
   return cfg;
 }
@@ -358,13 +422,14 @@ w4_config default_config(const tgemm__shape *s, int sm_count) {
 void fill_kernel(tgemm__kernel *out, w4_config cfg) {
   memset(out, 0, sizeof *out);
   out->route = TGEMM_ROUTE_W4A16;
-  snprintf(out->name, sizeof out->name, "w4a16_stream_w%d_t%d_u%d_p%d_s%d", cfg.warps, cfg.tiles,
-           cfg.unroll, cfg.stages, cfg.split);
+  snprintf(out->name, sizeof out->name, "w4a16_stream_w%d_t%d_u%d_p%d_s%d%s", cfg.warps,
+           cfg.tiles, cfg.unroll, cfg.stages, cfg.split, cfg.x_ring ? "_xr" : "");
   out->params[0] = cfg.warps;
   out->params[1] = cfg.tiles;
   out->params[2] = cfg.unroll;
   out->params[3] = cfg.split;
   out->params[4] = cfg.stages;
+  out->params[5] = cfg.x_ring;
 }
 
 bool shape_ok(const tgemm__shape *s) {
@@ -386,7 +451,7 @@ extern "C" int tgemm__w4a16_stream_candidates(const tgemm__shape *shape, int sm_
   for (const auto &kc : kConfigs)
     for (int sp : kSplit) {
       if (count >= cap) return count;
-      const w4_config cfg = {kc[0], kc[1], kc[2], kc[3], sp};
+      const w4_config cfg = {kc[0], kc[1], kc[2], kc[3], sp, kc[4]};
       if (!memcmp(&cfg, &best, sizeof cfg) || !config_useful(shape, cfg)) continue;
       fill_kernel(&out[count++], cfg);
     }
@@ -398,7 +463,7 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
   if (!kernel || !args || kernel->route != TGEMM_ROUTE_W4A16) return cudaErrorInvalidValue;
   if (strncmp(kernel->name, "w4a16_stream_", 13) != 0) return cudaErrorInvalidValue;
   w4_config cfg = {kernel->params[0], kernel->params[1], kernel->params[2], kernel->params[4],
-                   kernel->params[3]};
+                   kernel->params[3], kernel->params[5]};
   if (!config_known(cfg)) return cudaErrorInvalidValue;
   const tgemm__shape shape = {args->m, args->n, args->k, args->x_dtype, args->y_dtype,
                               args->bias != NULL};
@@ -428,6 +493,7 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
   }
   if (!fn) return cudaErrorInvalidValue;
   const size_t smem = smem_bytes(cfg, mt);
+  if (smem > kMaxSmem) return cudaErrorInvalidValue; /* x ring too large for this M */
   cudaError_t smem_err = tgemm__ensure_smem_limit(reinterpret_cast<const void *>(fn), smem);
   if (smem_err != cudaSuccess) return smem_err;
 

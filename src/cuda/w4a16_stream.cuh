@@ -9,9 +9,10 @@
  *
  * The colleague family `w4a16` (w4a16.cuh) offers these as part of its own
  * candidates for small M.  Kernel names:
- * "w4a16_stream_w<warps>_t<tiles>_u<unroll>_p<stages>_s<split>", with
- * params[0..4] = warps per block, 16-row tiles per warp, 4-block steps per
- * batch, cluster split of K, depth of the per-warp cp.async ring. */
+ * "w4a16_stream_w<warps>_t<tiles>_u<unroll>_p<stages>_s<split>[_xr]", with
+ * params[0..5] = warps per block, 16-row tiles per warp, 4-block steps per
+ * batch, cluster split of K, depth of the per-warp cp.async ring, and 1
+ * ("_xr") when that ring also carries x. */
 #ifndef TGEMM_CUDA_W4A16_STREAM_CUH
 #define TGEMM_CUDA_W4A16_STREAM_CUH
 

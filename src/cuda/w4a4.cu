@@ -117,8 +117,8 @@ int xq_candidates(const tgemm__shape *shape, int sm_count, tgemm__kernel *out, i
   if (shape->m > 16 || cap <= 0) return 0;
   tgemm__shape sh = *shape;
   sh.dtype = TGEMM_BF16; /* the stream kernel sees x̂ in bf16 */
-  tgemm__kernel inner[64];
-  int n = tgemm__w4a16_stream_candidates(&sh, sm_count, inner, 64);
+  tgemm__kernel inner[TGEMM__MAX_CANDIDATES];
+  int n = tgemm__w4a16_stream_candidates(&sh, sm_count, inner, TGEMM__MAX_CANDIDATES);
   int count = 0;
   for (int i = 0; i < n && count < cap; i++) {
     if (strncmp(inner[i].name, kW4a16, sizeof kW4a16 - 1) != 0) continue;

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.."
 P=build-suite-carry
 if [ "${1:-}" = "--build" ]; then
   NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
-  mkdir -p "$P" && $NVCC -O3 -arch=sm_90 bench/device/readprobe.cu -o "$P/readprobe" && ls -la "$P"
+  mkdir -p "$P" && $NVCC -O3 -arch=sm_90 -Iinclude -Isrc bench/device/readprobe.cu -o "$P/readprobe" && ls -la "$P"
   exit $?
 fi
 OUT=${OUT:-/tmp/probe_out}

@@ -7,7 +7,7 @@
  * The floor is bytes / copy bandwidth (1 GiB device-to-device memcpy,
  * read + write counted), as in DESIGN.md section 6.
  *
- *   nvcc -O3 -arch=sm_90 bench/device/readprobe.cu -o readprobe && ./readprobe
+ *   nvcc -O3 -arch=sm_90 -Iinclude -Isrc bench/device/readprobe.cu -o readprobe && ./readprobe
  * (bench/device/probe.sh builds it here and runs it on the device). */
 #include <cuda_runtime.h>
 #include <stdio.h>
@@ -16,35 +16,20 @@
 #include <algorithm>
 #include <vector>
 
-#define CK(call)                                                                        \
-  do {                                                                                  \
-    cudaError_t err_ = (call);                                                          \
-    if (err_ != cudaSuccess) {                                                          \
-      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(err_)); \
-      exit(2);                                                                          \
-    }                                                                                   \
-  } while (0)
-
-__device__ __forceinline__ uint4 load_stream16(const void *ptr, unsigned long long policy) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4], %5;"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(ptr), "l"(policy));
-  return v;
-}
+#include "cuda/skinny_bf16.cuh" /* the kernels' own weight loads */
+#include "cuda_check.cuh"
 
 /* U independent 16-byte loads per thread per iteration. */
 template <int U>
 __global__ void read_kernel(const uint4 *buf, size_t words, unsigned *sink) {
-  unsigned long long policy;
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+  const unsigned long long policy = tgemm_decode::evict_first_policy();
   unsigned acc = 0;
   const size_t stride = (size_t)gridDim.x * blockDim.x;
   size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   for (; i + (U - 1) * stride < words; i += U * stride) {
     uint4 v[U];
 #pragma unroll
-    for (int u = 0; u < U; u++) v[u] = load_stream16(buf + i + u * stride, policy);
+    for (int u = 0; u < U; u++) v[u] = tgemm_decode::load_stream16(buf + i + u * stride, policy);
 #pragma unroll
     for (int u = 0; u < U; u++) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
   }

@@ -44,15 +44,7 @@
 #include "cuda/skinny_bf16.cuh"
 #include "cuda/w4a16_stream.cuh"
 
-#define CK(call)                                                                         \
-  do {                                                                                   \
-    cudaError_t err_ = (call);                                                           \
-    if (err_ != cudaSuccess) {                                                           \
-      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call,                      \
-              cudaGetErrorString(err_));                                                 \
-      exit(2);                                                                           \
-    }                                                                                    \
-  } while (0)
+#include "cuda_check.cuh"
 #define LK(call)                                                                         \
   do {                                                                                   \
     cublasStatus_t st_ = (call);                                                         \

@@ -13,22 +13,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "test_util.h"
+
 extern char **environ;
 
 static const char *cli;
-static char tmp_dir[256];
 static char out_text[1 << 16];
 static char err_text[1 << 16];
-
-/* A path in the temp dir; a ring of 64 buffers, enough for every path one
- * check holds at once. */
-static const char *tmp_path(const char *name) {
-  static char buf[64][512];
-  static int which;
-  char *p = buf[which++ & 63];
-  snprintf(p, 512, "%s/%s", tmp_dir, name);
-  return p;
-}
 
 static void slurp(const char *path, char *dst, size_t cap) {
   dst[0] = '\0';
@@ -47,9 +38,10 @@ static int run_cli(const char *const *args) {
   argv[n++] = cli;
   for (int i = 0; args[i] && n < 31; i++) argv[n++] = args[i];
   argv[n] = NULL;
-  static char out_path[512], err_path[512];
-  snprintf(out_path, sizeof out_path, "%s/stdout.txt", tmp_dir);
-  snprintf(err_path, sizeof err_path, "%s/stderr.txt", tmp_dir);
+  /* Own buffers: the callers hold test_tmp_path entries across many calls. */
+  static char out_path[640], err_path[640];
+  snprintf(out_path, sizeof out_path, "%s/stdout.txt", test_tmp_dir());
+  snprintf(err_path, sizeof err_path, "%s/stderr.txt", test_tmp_dir());
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);

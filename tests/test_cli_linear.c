@@ -35,8 +35,8 @@ static void reference(const float *x, const float *w, const float *b, double *y)
 static void check_linear_routes(const double *ref) {
   static const char *routes[] = {"auto", "reference", "skinny", "library", "w4a16", "w4a4"};
   for (size_t r = 0; r < sizeof routes / sizeof routes[0]; r++) {
-    const char *args[] = {"linear", "--x", tmp_path("x.npy"), "--w", tmp_path("w.npy"), "--bias", tmp_path("b.npy"),
-                          "--route", routes[r], "--out-dtype", "f32", "--reps", "2", "-o", tmp_path("y.npy"),
+    const char *args[] = {"linear", "--x", test_tmp_path("x.npy"), "--w", test_tmp_path("w.npy"), "--bias", test_tmp_path("b.npy"),
+                          "--route", routes[r], "--out-dtype", "f32", "--reps", "2", "-o", test_tmp_path("y.npy"),
                           "--backend", "cpu", NULL};
     int rc = run_cli(args);
     CHECK(rc == 0, "linear --route %s exited %d: %s", routes[r], rc, err_text);
@@ -49,7 +49,7 @@ static void check_linear_routes(const double *ref) {
     }
     tgemm__npy_array y = {0};
     char err[256];
-    CHECK_OK(tgemm__npy_read(tmp_path("y.npy"), 2, &y, err, sizeof err));
+    CHECK_OK(tgemm__npy_read(test_tmp_path("y.npy"), 2, &y, err, sizeof err));
     if (!y.data) continue;
     CHECK(y.shape[0] == M && y.shape[1] == N && y.dtype == TGEMM__NPY_F32, "Y.npy shape %lldx%lld",
           (long long)y.shape[0], (long long)y.shape[1]);
@@ -62,22 +62,22 @@ static void check_linear_routes(const double *ref) {
 }
 
 static void check_linear_errors(void) {
-  const char *mismatch[] = {"linear", "--x", tmp_path("x.npy"), "--w", tmp_path("wbad.npy"), "-o",
-                            tmp_path("y.npy"), "--backend", "cpu", NULL};
+  const char *mismatch[] = {"linear", "--x", test_tmp_path("x.npy"), "--w", test_tmp_path("wbad.npy"), "-o",
+                            test_tmp_path("y.npy"), "--backend", "cpu", NULL};
   CHECK(run_cli(mismatch) == 1 && strstr(err_text, "shapes do not match"), "mismatch: %s", err_text);
-  const char *nan_in[] = {"linear", "--x", tmp_path("xnan.npy"), "--w", tmp_path("w.npy"), "-o",
-                          tmp_path("y.npy"), "--backend", "cpu", NULL};
+  const char *nan_in[] = {"linear", "--x", test_tmp_path("xnan.npy"), "--w", test_tmp_path("w.npy"), "-o",
+                          test_tmp_path("y.npy"), "--backend", "cpu", NULL};
   CHECK(run_cli(nan_in) == 1 && strstr(err_text, "non-finite"), "NaN input: %s", err_text);
-  const char *missing[] = {"linear", "--x", tmp_path("nope.npy"), "--w", tmp_path("w.npy"), "-o",
-                           tmp_path("y.npy"), NULL};
+  const char *missing[] = {"linear", "--x", test_tmp_path("nope.npy"), "--w", test_tmp_path("w.npy"), "-o",
+                           test_tmp_path("y.npy"), NULL};
   CHECK(run_cli(missing) == 1 && strlen(err_text) > 0, "missing file: %s", err_text);
-  const char *no_w[] = {"linear", "--x", tmp_path("x.npy"), "-o", tmp_path("y.npy"), NULL};
+  const char *no_w[] = {"linear", "--x", test_tmp_path("x.npy"), "-o", test_tmp_path("y.npy"), NULL};
   CHECK(run_cli(no_w) == 2, "missing --w accepted");
-  const char *bad_route[] = {"linear", "--x", tmp_path("x.npy"), "--w", tmp_path("w.npy"), "--route", "fast",
-                             "-o", tmp_path("y.npy"), NULL};
+  const char *bad_route[] = {"linear", "--x", test_tmp_path("x.npy"), "--w", test_tmp_path("w.npy"), "--route", "fast",
+                             "-o", test_tmp_path("y.npy"), NULL};
   CHECK(run_cli(bad_route) == 2 && strstr(err_text, "fast"), "bad route: %s", err_text);
-  const char *bad_kernel[] = {"linear", "--x", tmp_path("x.npy"), "--w", tmp_path("w.npy"), "--route", "skinny",
-                              "--kernel", "nope", "-o", tmp_path("y.npy"), "--backend", "cpu", NULL};
+  const char *bad_kernel[] = {"linear", "--x", test_tmp_path("x.npy"), "--w", test_tmp_path("w.npy"), "--route", "skinny",
+                              "--kernel", "nope", "-o", test_tmp_path("y.npy"), "--backend", "cpu", NULL};
   CHECK(run_cli(bad_kernel) == 1 && strstr(err_text, "nope"), "bad kernel: %s", err_text);
   const char *help[] = {"linear", "--help", NULL};
   CHECK(run_cli(help) == 0 && strstr(out_text, "usage"), "linear --help");
@@ -106,11 +106,7 @@ int main(void) {
     printf("test_cli_linear: SKIP: TGEMM_CLI is not set (CTest sets it to the built tgemm)\n");
     return TEST_SKIP;
   }
-  snprintf(tmp_dir, sizeof tmp_dir, "%s/tgemm_clil_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-  if (!mkdtemp(tmp_dir)) {
-    perror("mkdtemp");
-    return 1;
-  }
+  if (test_make_tmp_dir("tgemm_clil")) return 1;
   static float x[M * K], w[N * K], b[N], wbad[N * (K - 1)];
   static double ref[M * N];
   test_fill_normal(x, TGEMM_F32, M * K, 1.0f);
@@ -118,21 +114,21 @@ int main(void) {
   test_fill_normal(b, TGEMM_F32, N, 1.0f);
   test_fill_normal(wbad, TGEMM_F32, N * (K - 1), 1.0f);
   int64_t xs[2] = {M, K}, ws[2] = {N, K}, bs[1] = {N}, wbs[2] = {N, K - 1};
-  write_f32(tmp_path("x.npy"), 2, xs, x);
-  write_f32(tmp_path("w.npy"), 2, ws, w);
-  write_f32(tmp_path("b.npy"), 1, bs, b);
-  write_f32(tmp_path("wbad.npy"), 2, wbs, wbad);
+  write_f32(test_tmp_path("x.npy"), 2, xs, x);
+  write_f32(test_tmp_path("w.npy"), 2, ws, w);
+  write_f32(test_tmp_path("b.npy"), 1, bs, b);
+  write_f32(test_tmp_path("wbad.npy"), 2, wbs, wbad);
   x[17] = NAN;
-  write_f32(tmp_path("xnan.npy"), 2, xs, x);
+  write_f32(test_tmp_path("xnan.npy"), 2, xs, x);
   x[17] = 0.5f;
   reference(x, w, b, ref);
   /* x[17] changed after the files were written: restore the file's value */
-  write_f32(tmp_path("x.npy"), 2, xs, x);
+  write_f32(test_tmp_path("x.npy"), 2, xs, x);
 
   check_linear_routes(ref);
   check_linear_errors();
   check_info_and_bench();
 
-  test_remove_dir(tmp_dir);
+  test_remove_dir(test_tmp_dir());
   return test_finish("test_cli_linear");
 }

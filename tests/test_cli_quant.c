@@ -128,8 +128,8 @@ static void check_case(input_kind kind, int64_t rows, int64_t cols,
   char label[128];
   snprintf(label, sizeof label, "%s [%lld, %lld] %s", input_names[kind],
            (long long)rows, (long long)cols, mode_name);
-  const char *in = tmp_path(kind == IN_BF16_RAW ? "in.bf16" : "in.npy");
-  const char *prefix = tmp_path("q");
+  const char *in = test_tmp_path(kind == IN_BF16_RAW ? "in.bf16" : "in.npy");
+  const char *prefix = test_tmp_path("q");
   float *m = make_input(kind, rows, cols, in);
   char shape_arg[64];
   snprintf(shape_arg, sizeof shape_arg, "%lld,%lld", (long long)rows, (long long)cols);
@@ -162,8 +162,8 @@ static void check_case(input_kind kind, int64_t rows, int64_t cols,
     else CHECK(err_text[0] == '\0', "%s: unexpected stderr: %s", label, err_text);
   }
   tgemm__npy_array pa = {0}, sa = {0};
-  const uint8_t *packed = rc == 0 ? read_u8(tmp_path("q.fp4.npy"), rows, pc, &pa) : NULL;
-  const uint8_t *scales = rc == 0 ? read_u8(tmp_path("q.scales.npy"), rows, sc, &sa) : NULL;
+  const uint8_t *packed = rc == 0 ? read_u8(test_tmp_path("q.fp4.npy"), rows, pc, &pa) : NULL;
+  const uint8_t *scales = rc == 0 ? read_u8(test_tmp_path("q.scales.npy"), rows, sc, &sa) : NULL;
   if (packed && scales) {
     int64_t bad = 0, first = -1;
     for (int64_t i = 0; i < rows * pc; i++)
@@ -190,10 +190,10 @@ static void check_case(input_kind kind, int64_t rows, int64_t cols,
                                      cols, ref_y + r * cols);
     char cols_arg[32];
     snprintf(cols_arg, sizeof cols_arg, "%lld", (long long)cols);
-    const char *out = tmp_path("y.npy");
+    const char *out = test_tmp_path("y.npy");
     const char *d1[] = {"dequant", prefix, "--cols", cols_arg, "-o", out, NULL};
-    const char *d2[] = {"dequant", "--fp4", tmp_path("q.fp4.npy"), "--scales",
-                        tmp_path("q.scales.npy"), "--cols", cols_arg, "-o", out, NULL};
+    const char *d2[] = {"dequant", "--fp4", test_tmp_path("q.fp4.npy"), "--scales",
+                        test_tmp_path("q.scales.npy"), "--cols", cols_arg, "-o", out, NULL};
     /* both spellings, but only the PREFIX one every time: each spawn costs
      * ~0.1 s under the sanitizers */
     const char *const *variants[] = {d1, d2};
@@ -237,7 +237,7 @@ static void check_hand_computed(void) {
   for (int i = 96; i < 128; i++) m[i] = i == 100 ? NAN : 1.0f; /* 0xFF */
   for (int i = 128; i < 160; i++) m[i] = (i & 1) ? -6.0f : 0.25f;
   for (int i = 160; i < 192; i++) m[i] = FLT_MAX; /* the top of the range */
-  const char *in = tmp_path("hand.npy");
+  const char *in = test_tmp_path("hand.npy");
   int64_t shape[2] = {1, COLS};
   CHECK_OK(tgemm__npy_write(in, TGEMM__NPY_F32, 2, shape, m, NULL, 0));
   /* 1.75: floor keeps s=-2 and clips 7 -> 6 (code 7); even and rceil take
@@ -257,13 +257,13 @@ static void check_hand_computed(void) {
   };
   for (size_t k = 0; k < 3; k++) {
     const char *args[] = {"quant", in, "--scale-mode", expect[k].mode, "-o",
-                          tmp_path("hand"), NULL};
+                          test_tmp_path("hand"), NULL};
     int rc = run_cli(args);
     CHECK(rc == 0, "hand %s: exit %d: %s", expect[k].mode, rc, err_text);
     CHECK(strstr(err_text, "1 of 6 blocks") != NULL, "hand: NaN warning: %s", err_text);
     tgemm__npy_array pa = {0}, sa = {0};
-    const uint8_t *p = read_u8(tmp_path("hand.fp4.npy"), 1, 6 * 16, &pa);
-    const uint8_t *s = read_u8(tmp_path("hand.scales.npy"), 1, 6, &sa);
+    const uint8_t *p = read_u8(test_tmp_path("hand.fp4.npy"), 1, 6 * 16, &pa);
+    const uint8_t *s = read_u8(test_tmp_path("hand.scales.npy"), 1, 6, &sa);
     for (int b = 0; p && s && b < 6; b++) {
       CHECK(s[b] == expect[k].scales[b], "hand %s block %d: scale 0x%02x, expected 0x%02x",
             expect[k].mode, b, s[b], expect[k].scales[b]);
@@ -306,12 +306,12 @@ static void write_text_npy(const char *path, const char *header, size_t data_len
 }
 
 static void check_errors(void) {
-  const char *good = tmp_path("good.npy");
+  const char *good = test_tmp_path("good.npy");
   float v[2 * 40];
   for (int i = 0; i < 80; i++) v[i] = test_rand_normal();
   int64_t shape[2] = {2, 40};
   CHECK_OK(tgemm__npy_write(good, TGEMM__NPY_F32, 2, shape, v, NULL, 0));
-  const char *p = tmp_path("e");
+  const char *p = test_tmp_path("e");
 
   /* --help: exit 0, usage on stdout */
   const char *h1[] = {"quant", "--help", NULL};
@@ -350,36 +350,36 @@ static void check_errors(void) {
   expect_exit(2, "dequant --fp4 without -o", u14);
 
   /* data errors: 1 */
-  const char *d1[] = {"quant", tmp_path("missing.npy"), "-o", p, NULL};
+  const char *d1[] = {"quant", test_tmp_path("missing.npy"), "-o", p, NULL};
   expect_exit(1, "missing input", d1);
-  const char *one_d = tmp_path("one_d.npy");
+  const char *one_d = test_tmp_path("one_d.npy");
   int64_t n80 = 80;
   CHECK_OK(tgemm__npy_write(one_d, TGEMM__NPY_F32, 1, &n80, v, NULL, 0));
   const char *d2[] = {"quant", one_d, "-o", p, NULL};
   expect_exit(1, "1-D input", d2);
-  const char *f8 = tmp_path("f8.npy");
+  const char *f8 = test_tmp_path("f8.npy");
   write_text_npy(f8, "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2), }\n", 32);
   const char *d3[] = {"quant", f8, "-o", p, NULL};
   expect_exit(1, "f8 input", d3);
-  const char *be = tmp_path("be.npy");
+  const char *be = test_tmp_path("be.npy");
   write_text_npy(be, "{'descr': '>f4', 'fortran_order': False, 'shape': (2, 2), }\n", 16);
   const char *d4[] = {"quant", be, "-o", p, NULL};
   expect_exit(1, "big-endian input", d4);
-  const char *trunc = tmp_path("trunc.npy");
+  const char *trunc = test_tmp_path("trunc.npy");
   write_text_npy(trunc, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }\n", 15);
   const char *d5[] = {"quant", trunc, "-o", p, NULL};
   expect_exit(1, "truncated input", d5);
-  const char *u8npy = tmp_path("u8.npy");
+  const char *u8npy = test_tmp_path("u8.npy");
   uint8_t bytes[80] = {1};
   CHECK_OK(tgemm__npy_write(u8npy, TGEMM__NPY_U8, 2, shape, bytes, NULL, 0));
   const char *d6[] = {"quant", u8npy, "-o", p, NULL};
   expect_exit(1, "uint8 input", d6);
   const char *d7[] = {"quant", good, "--shape", "3,7", "-o", p, NULL};
   expect_exit(1, "raw size mismatch", d7);
-  const char *d8[] = {"quant", good, "-o", tmp_path("no/such/dir/x"), NULL};
+  const char *d8[] = {"quant", good, "-o", test_tmp_path("no/such/dir/x"), NULL};
   expect_exit(1, "unwritable output", d8);
   int64_t empty_shape[2] = {0, 5};
-  const char *empty = tmp_path("empty.npy");
+  const char *empty = test_tmp_path("empty.npy");
   CHECK_OK(tgemm__npy_write(empty, TGEMM__NPY_F32, 2, empty_shape, v, NULL, 0));
   const char *d9[] = {"quant", empty, "-o", p, NULL};
   expect_exit(1, "empty matrix", d9);
@@ -391,19 +391,19 @@ static void check_errors(void) {
   expect_exit(1, "--cols beyond the blocks", d10);
   const char *d11[] = {"dequant", p, "--cols", "32", NULL};
   expect_exit(1, "--cols below the blocks", d11);
-  const char *d12[] = {"dequant", "--fp4", tmp_path("e.scales.npy"), "--scales",
-                       tmp_path("e.scales.npy"), "-o", tmp_path("y.npy"), NULL};
+  const char *d12[] = {"dequant", "--fp4", test_tmp_path("e.scales.npy"), "--scales",
+                       test_tmp_path("e.scales.npy"), "-o", test_tmp_path("y.npy"), NULL};
   expect_exit(1, "fp4/scales widths do not fit", d12);
-  const char *d13[] = {"dequant", "--fp4", good, "--scales", tmp_path("e.scales.npy"),
-                       "-o", tmp_path("y.npy"), NULL};
+  const char *d13[] = {"dequant", "--fp4", good, "--scales", test_tmp_path("e.scales.npy"),
+                       "-o", test_tmp_path("y.npy"), NULL};
   expect_exit(1, "f32 file as fp4", d13);
-  const char *d14[] = {"dequant", tmp_path("nothing"), NULL};
+  const char *d14[] = {"dequant", test_tmp_path("nothing"), NULL};
   expect_exit(1, "missing prefix files", d14);
   /* Without --cols the padded width comes back, named PREFIX.dequant.npy. */
   const char *d15[] = {"dequant", p, NULL};
   CHECK(run_cli(d15) == 0, "dequant default: %s", err_text);
   tgemm__npy_array ya;
-  CHECK_OK(tgemm__npy_read(tmp_path("e.dequant.npy"), 2, &ya, NULL, 0));
+  CHECK_OK(tgemm__npy_read(test_tmp_path("e.dequant.npy"), 2, &ya, NULL, 0));
   CHECK(ya.shape[0] == 2 && ya.shape[1] == 64, "padded width [%lld, %lld]",
         (long long)ya.shape[0], (long long)ya.shape[1]);
   tgemm__npy_free(&ya);
@@ -420,12 +420,7 @@ int main(void) {
     return 1;
   }
   test_seed("test_cli_quant");
-  snprintf(tmp_dir, sizeof tmp_dir, "%s/tgemm_cliq_XXXXXX",
-           getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-  if (!mkdtemp(tmp_dir)) {
-    perror("mkdtemp");
-    return 1;
-  }
+  if (test_make_tmp_dir("tgemm_cliq")) return 1;
 
   check_hand_computed();
   const struct {
@@ -443,6 +438,6 @@ int main(void) {
                    modes[md].mode);
   check_errors();
 
-  test_remove_dir(tmp_dir);
+  test_remove_dir(test_tmp_dir());
   return test_finish("test_cli_quant");
 }

@@ -14,15 +14,6 @@
 #include "io/npy.h"
 #include "test_util.h"
 
-static char tmp_dir[256];
-
-static const char *tmp_path(const char *name) {
-  static char buf[4][512];
-  static int which;
-  char *p = buf[which++ & 3];
-  snprintf(p, 512, "%s/%s", tmp_dir, name);
-  return p;
-}
 
 static void write_bytes(const char *path, const void *bytes, size_t len) {
   FILE *f = fopen(path, "wb");
@@ -68,7 +59,7 @@ static void expect_file(const char *label, int major, int minor,
                         tgemm_status expected) {
   size_t n = build_npy(big_buf, sizeof big_buf, major, minor, header, data_buf,
                        data_len);
-  const char *path = tmp_path("case.npy");
+  const char *path = test_tmp_path("case.npy");
   write_bytes(path, big_buf, n);
   tgemm__npy_array a;
   char err[512] = "";
@@ -99,7 +90,7 @@ static void expect_file(const char *label, int major, int minor,
 
 static void expect_bytes(const char *label, const uint8_t *bytes, size_t n,
                          tgemm_status expected) {
-  const char *path = tmp_path("bytes.npy");
+  const char *path = test_tmp_path("bytes.npy");
   write_bytes(path, bytes, n);
   tgemm__npy_array a;
   char err[512] = "";
@@ -129,7 +120,7 @@ static void test_round_trips(void) {
     for (int i = 0; i < cases[c].ndim; i++) count *= (size_t)cases[c].shape[i];
     uint8_t *src = malloc(count * elem + 1);
     for (size_t i = 0; i < count * elem; i++) src[i] = (uint8_t)test_rand_u64();
-    const char *path = tmp_path("round.npy");
+    const char *path = test_tmp_path("round.npy");
     char err[512] = "";
     CHECK_OK(tgemm__npy_write(path, cases[c].dtype, cases[c].ndim,
                               cases[c].shape, src, err, sizeof err));
@@ -162,7 +153,7 @@ static void test_round_trips(void) {
   /* A 2-D file asked for as 1-D fails, as 0-D too; any-rank reads it. */
   int64_t shape[2] = {2, 3};
   float v[6] = {1, 2, 3, 4, 5, 6};
-  const char *path = tmp_path("rank.npy");
+  const char *path = test_tmp_path("rank.npy");
   CHECK_OK(tgemm__npy_write(path, TGEMM__NPY_F32, 2, shape, v, NULL, 0));
   tgemm__npy_array a;
   CHECK_STATUS(tgemm__npy_read(path, 1, &a, NULL, 0), TGEMM_SHAPE_MISMATCH);
@@ -175,14 +166,14 @@ static void test_round_trips(void) {
   CHECK_OK(tgemm__npy_read(path, 2, &a, NULL, 0));
   CHECK(a.data && memcmp(a.data, w, sizeof w) == 0, "overwrite");
   tgemm__npy_free(&a);
-  DIR *d = opendir(tmp_dir);
+  DIR *d = opendir(test_tmp_dir());
   struct dirent *e;
   while (d && (e = readdir(d)))
     CHECK(strstr(e->d_name, ".tmp.") == NULL, "temp file left: %s", e->d_name);
   if (d) closedir(d);
   /* Writer argument errors. */
   char err[256];
-  CHECK_STATUS(tgemm__npy_write(tmp_path("nodir/x.npy"), TGEMM__NPY_F32, 2,
+  CHECK_STATUS(tgemm__npy_write(test_tmp_path("nodir/x.npy"), TGEMM__NPY_F32, 2,
                                 shape, v, err, sizeof err),
                TGEMM_IO_ERROR);
   int64_t neg[2] = {2, -3};
@@ -235,7 +226,7 @@ static void test_hand_written_valid(void) {
   size_t len = build_npy(buf, 80000, 2, 0, long_header, data_buf, 8);
   tgemm__npy_array a;
   char err[512] = "";
-  const char *path = tmp_path("long.npy");
+  const char *path = test_tmp_path("long.npy");
   write_bytes(path, buf, len);
   CHECK_OK(tgemm__npy_read(path, 2, &a, err, sizeof err));
   CHECK(a.data && memcmp(a.data, data_buf, 8) == 0, "v2 long header data (%s)", err);
@@ -424,17 +415,17 @@ static void test_malformed_preamble(void) {
 static void test_file_errors(void) {
   tgemm__npy_array a;
   char err[256] = "";
-  CHECK_STATUS(tgemm__npy_read(tmp_path("missing.npy"), 2, &a, err, sizeof err),
+  CHECK_STATUS(tgemm__npy_read(test_tmp_path("missing.npy"), 2, &a, err, sizeof err),
                TGEMM_IO_ERROR);
   CHECK(strstr(err, "missing.npy") != NULL, "message names the file: %s", err);
-  CHECK_STATUS(tgemm__npy_read(tmp_dir, 2, &a, err, sizeof err), TGEMM_IO_ERROR);
+  CHECK_STATUS(tgemm__npy_read(test_tmp_dir(), 2, &a, err, sizeof err), TGEMM_IO_ERROR);
   CHECK_STATUS(tgemm__npy_read(NULL, 2, &a, err, sizeof err), TGEMM_NULL_POINTER);
-  CHECK_STATUS(tgemm__npy_read(tmp_dir, 2, NULL, err, sizeof err),
+  CHECK_STATUS(tgemm__npy_read(test_tmp_dir(), 2, NULL, err, sizeof err),
                TGEMM_NULL_POINTER);
   /* A tiny error buffer is truncated, not overrun. */
   char tiny[8];
   memset(tiny, 'x', sizeof tiny);
-  CHECK_STATUS(tgemm__npy_read(tmp_path("missing.npy"), 2, &a, tiny, 5),
+  CHECK_STATUS(tgemm__npy_read(test_tmp_path("missing.npy"), 2, &a, tiny, 5),
                TGEMM_IO_ERROR);
   CHECK(tiny[4] == '\0' && tiny[5] == 'x', "tiny buffer");
 }
@@ -442,7 +433,7 @@ static void test_file_errors(void) {
 static void test_raw(void) {
   uint16_t bits[3 * 7];
   for (int i = 0; i < 21; i++) bits[i] = (uint16_t)test_rand_u64();
-  const char *path = tmp_path("raw.bf16");
+  const char *path = test_tmp_path("raw.bf16");
   write_bytes(path, bits, sizeof bits);
   tgemm__npy_array a;
   char err[256] = "";
@@ -460,7 +451,7 @@ static void test_raw(void) {
   CHECK_STATUS(tgemm__raw_read(path, TGEMM__NPY_U16, INT64_MAX, 3, &a, err,
                                sizeof err),
                TGEMM_OVERFLOW);
-  CHECK_STATUS(tgemm__raw_read(tmp_path("none.bf16"), TGEMM__NPY_U16, 3, 7, &a,
+  CHECK_STATUS(tgemm__raw_read(test_tmp_path("none.bf16"), TGEMM__NPY_U16, 3, 7, &a,
                                err, sizeof err),
                TGEMM_IO_ERROR);
   CHECK(a.data == NULL, "raw out zeroed on failure");
@@ -506,12 +497,7 @@ static void test_fuzz(void) {
 
 int main(void) {
   test_seed("test_npy");
-  snprintf(tmp_dir, sizeof tmp_dir, "%s/tgemm_npy_XXXXXX",
-           getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-  if (!mkdtemp(tmp_dir)) {
-    fprintf(stderr, "mkdtemp: %s\n", strerror(errno));
-    return 1;
-  }
+  if (test_make_tmp_dir("tgemm_npy")) return 1;
   test_round_trips();
   test_hand_written_valid();
   test_malformed_headers();
@@ -520,16 +506,6 @@ int main(void) {
   test_raw();
   test_fuzz();
 
-  /* Clean up the temp dir (only files this test made). */
-  DIR *d = opendir(tmp_dir);
-  struct dirent *e;
-  while (d && (e = readdir(d))) {
-    if (e->d_name[0] == '.') continue;
-    char p[600];
-    snprintf(p, sizeof p, "%s/%s", tmp_dir, e->d_name);
-    unlink(p);
-  }
-  if (d) closedir(d);
-  rmdir(tmp_dir);
+  test_remove_dir(test_tmp_dir());
   return test_finish("test_npy");
 }

@@ -183,6 +183,31 @@ static inline void test_remove_dir(const char *dir) {
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
 }
 
+/* The test's own temp folder, made by test_make_tmp_dir. */
+static inline char *test_tmp_dir(void) {
+  static char dir[512];
+  return dir;
+}
+
+/* Makes "$TMPDIR/<prefix>_XXXXXX" (/tmp without TMPDIR); 0 on success. */
+static inline int test_make_tmp_dir(const char *prefix) {
+  const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+  snprintf(test_tmp_dir(), 512, "%s/%s_XXXXXX", base, prefix);
+  if (mkdtemp(test_tmp_dir())) return 0;
+  perror("mkdtemp");
+  return -1;
+}
+
+/* A path in the temp folder; a ring of 64 buffers, enough for every path
+ * one check holds at once. */
+static inline const char *test_tmp_path(const char *name) {
+  static char buf[64][600];
+  static int which;
+  char *p = buf[which++ & 63];
+  snprintf(p, sizeof buf[0], "%s/%s", test_tmp_dir(), name);
+  return p;
+}
+
 /* Exit code: 0 when every CHECK passed. */
 static inline int test_finish(const char *test_name) {
   if (test_failures) {

@@ -16,7 +16,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "cuda/skinny_bf16.cuh" /* the kernels' own weight loads */
+#include "cuda/decode_common.cuh" /* the kernels' own weight loads */
 #include "cuda_check.cuh"
 
 /* U independent 16-byte loads per thread per iteration. */

@@ -12,14 +12,15 @@
  * The warps of a block, and the blocks of a cluster (split > 1), take
  * interleaved batches of K; their partial sums meet in shared memory.
  * Weights reach registers either through a register double buffer or a
- * per-warp cp.async ring in shared memory (more bytes in flight). */
+ * per-warp cp.async ring in shared memory (more bytes in flight); ring
+ * kernels may carry x in the same ring ("_xr"). */
 #include <cuda_runtime.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "cuda/decode_common.cuh"
 #include "cuda/skinny_bf16.cuh"
-#include "cuda/smem_limit.cuh"
 
 namespace {
 
@@ -41,14 +42,19 @@ struct skinny_args {
  * prefetched into registers (double buffer), >= 2 = each warp streams its
  * batches through a private ST-deep ring in shared memory with cp.async,
  * so that ST-1 batches stay in flight without holding registers; VEC:
- * 16-byte loads (aligned data) or element loads (any alignment, ST = 0). */
-template <int MT, int WARPS, int T, int U, int ST, bool VEC>
+ * 16-byte loads (aligned data) or element loads (any alignment, ST = 0).
+ * XR: the ring also carries the batch's x (see tgemm_decode::x_ring_copy),
+ * instead of each lane reading it from L2 (via L1) while the batch waits. */
+template <int MT, int WARPS, int T, int U, int ST, bool VEC, bool XR>
 __global__ void __launch_bounds__(WARPS * 32)
     skinny_bf16_kernel(const __grid_constant__ skinny_args a) {
   static_assert(ST == 0 || (VEC && ST >= 2), "the ring needs aligned 16-byte copies");
+  static_assert(!XR || (ST > 0 && U <= 8), "x in the ring: ring kernels, U <= 8");
   constexpr int KU = 32 * U;       /* k per batch */
   constexpr int R = T * MT * 4;    /* f32 accumulators per lane */
   constexpr int SLOTS = T * U * 2; /* 16-byte loads per lane per batch */
+  constexpr int XCH = 4 * U;       /* 16-byte x pieces per token per batch */
+  constexpr int XSTAGE = XR ? MT * 8 * XCH : 0; /* x pieces per warp per ring stage */
   extern __shared__ uint4 smem[];  /* rings (ST > 0), then the reduction */
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, c = lane & 3;
@@ -102,6 +108,16 @@ __global__ void __launch_bounds__(WARPS * 32)
   if constexpr (ST > 0) {
     uint4 *ring = smem + (size_t)warp * ST * SLOTS * 32 + lane;
     const long long mine = worker < full ? (full - 1 - worker) / workers + 1 : 0;
+    /* XR: the warp's x ring after the weight rings.  Lane (g, c) reads
+     * piece 4j + c of token g; from U = 2 a token's pieces span 128 bytes
+     * or more, so odd tokens store piece p at p ^ 4 and the quarter warp's
+     * two tokens fall in different banks. */
+    uint4 *xring = smem + (size_t)WARPS * ST * SLOTS * 32 + (size_t)warp * ST * XSTAGE;
+    constexpr int XSW = U >= 2 ? 4 : 0;
+    tgemm_decode::x_ring_copy<MT, XR ? XCH : 4> xcopy;
+    if constexpr (XR) xcopy.init(lane, m, a.ldx, [](int r, int p) { return p ^ ((r & 1) * XSW); });
+    const unsigned short *xin = a.x + 8 * (lane % XCH);
+    const int xrd = g * XCH + c, xsw = (g & 1) * XSW;
     auto issue = [&](long long i) {
       const long long batch = worker + i * workers;
       uint4 *slot = ring + (int)(i % ST) * SLOTS * 32;
@@ -113,6 +129,7 @@ __global__ void __launch_bounds__(WARPS * 32)
           for (int h = 0; h < 2; h++)
             tgemm_decode::cp_async16_stream(slot + ((t * U + j) * 2 + h) * 32,
                                             wp[t][h] + batch * KU + 32 * j, policy);
+      if constexpr (XR) xcopy.issue(xring + (int)(i % ST) * XSTAGE, xin + batch * KU);
     };
 #pragma unroll
     for (int s = 0; s < ST - 1; s++) {
@@ -123,9 +140,17 @@ __global__ void __launch_bounds__(WARPS * 32)
       if (i + ST - 1 < mine) issue(i + ST - 1);
       tgemm_decode::cp_async_commit();
       uint4 xv[U][MT];
-      load_x(xv, worker + i * workers); /* in flight while we wait */
+      if constexpr (!XR) load_x(xv, worker + i * workers); /* in flight while we wait */
       tgemm_decode::cp_async_wait<ST - 1>(); /* batch i has landed */
       const uint4 *slot = ring + (int)(i % ST) * SLOTS * 32;
+      if constexpr (XR) {
+        __syncwarp(); /* x was copied by other lanes */
+        const uint4 *xs = xring + (int)(i % ST) * XSTAGE + xrd;
+#pragma unroll
+        for (int j = 0; j < U; j++)
+#pragma unroll
+          for (int mt = 0; mt < MT; mt++) xv[j][mt] = xs[mt * 8 * XCH + ((4 * j) ^ xsw)];
+      }
       uint4 v[T][U][2];
 #pragma unroll
       for (int t = 0; t < T; t++)
@@ -133,6 +158,7 @@ __global__ void __launch_bounds__(WARPS * 32)
         for (int j = 0; j < U; j++)
 #pragma unroll
           for (int h = 0; h < 2; h++) v[t][j][h] = slot[((t * U + j) * 2 + h) * 32];
+      if constexpr (XR) __syncwarp(); /* every lane has read x before the stage is refilled */
 #pragma unroll
       for (int j = 0; j < U; j++) mma_step(v, j, xv[j]);
     }
@@ -201,58 +227,68 @@ __global__ void __launch_bounds__(WARPS * 32)
 typedef void (*kernel_fn)(skinny_args);
 
 struct skinny_config {
-  int warps, tiles, unroll, stages, split;
+  int warps, tiles, unroll, stages, split, x_ring;
 };
 
-/* The instantiated kernels {warps, tiles, unroll, stages}; candidates()
- * offers each with every useful split.  Register double buffers (stages 0)
- * keep tiles x unroll <= 8: at 16 they spill (ptxas -v).  Deeper cp.async
- * rings (8 stages) and most 4-warp blocks never won on the H100 (bench run
- * of 2026-11-23) and were dropped. */
-#define TGEMM_SKINNY_CONFIGS(X)                                                           \
-  X(8, 1, 2, 0) X(8, 1, 4, 0) X(8, 1, 8, 0) X(8, 2, 2, 0) X(8, 2, 4, 0) X(8, 4, 2, 0)      \
-  X(4, 1, 2, 0) X(4, 1, 4, 0) X(4, 2, 4, 0) X(16, 1, 2, 0) X(16, 1, 4, 0) X(16, 2, 2, 0)   \
-  X(8, 1, 2, 4) X(8, 2, 1, 4)
+/* The instantiated kernels {warps, tiles, unroll, stages, x in the ring};
+ * candidates() offers each with every useful split that fits in shared
+ * memory.  Register double buffers (stages 0) keep tiles x unroll <= 8: at
+ * 16 they spill (ptxas -v).  Deeper cp.async rings (8 stages) and most
+ * 4-warp blocks never won on the H100 (bench run of 2026-11-23) and were
+ * dropped. */
+#define TGEMM_SKINNY_CONFIGS(X)                                                            \
+  X(8, 1, 2, 0, 0) X(8, 1, 4, 0, 0) X(8, 1, 8, 0, 0) X(8, 2, 2, 0, 0) X(8, 2, 4, 0, 0)      \
+  X(8, 4, 2, 0, 0) X(4, 1, 2, 0, 0) X(4, 1, 4, 0, 0) X(4, 2, 4, 0, 0) X(16, 1, 2, 0, 0)     \
+  X(16, 1, 4, 0, 0) X(16, 2, 2, 0, 0) X(8, 1, 2, 4, 0) X(8, 2, 1, 4, 0) X(8, 1, 2, 4, 1)    \
+  X(8, 2, 1, 4, 1) X(8, 1, 2, 2, 1) X(16, 1, 2, 2, 1) X(4, 1, 2, 4, 1) X(8, 1, 4, 2, 1)     \
+  X(4, 2, 2, 2, 1) X(16, 1, 1, 4, 1)
 
-#define TGEMM_SKINNY_ROW(W, T, U, ST) {W, T, U, ST},
-const int kConfigs[][4] = {TGEMM_SKINNY_CONFIGS(TGEMM_SKINNY_ROW)};
+#define TGEMM_SKINNY_ROW(W, T, U, ST, XR) {W, T, U, ST, XR},
+const int kConfigs[][5] = {TGEMM_SKINNY_CONFIGS(TGEMM_SKINNY_ROW)};
 #undef TGEMM_SKINNY_ROW
 const int kSplit[] = {1, 2, 4, 8};
 
 kernel_fn find_vec_kernel(int mt, skinny_config cfg) {
-#define TGEMM_SKINNY_FIND(W, T, U, ST)                                                     \
-  if (cfg.warps == W && cfg.tiles == T && cfg.unroll == U && cfg.stages == ST)             \
-    return mt == 1 ? skinny_bf16_kernel<1, W, T, U, ST, true>                              \
-                   : skinny_bf16_kernel<2, W, T, U, ST, true>;
+#define TGEMM_SKINNY_FIND(W, T, U, ST, XR)                                       \
+  if (cfg.warps == W && cfg.tiles == T && cfg.unroll == U && cfg.stages == ST && \
+      cfg.x_ring == XR)                                                          \
+    return mt == 1 ? skinny_bf16_kernel<1, W, T, U, ST, true, XR>                \
+                   : skinny_bf16_kernel<2, W, T, U, ST, true, XR>;
   TGEMM_SKINNY_CONFIGS(TGEMM_SKINNY_FIND)
 #undef TGEMM_SKINNY_FIND
   return NULL;
 }
 
 /* The element-load fallback for unaligned operands: one configuration. */
-const skinny_config kSafe = {4, 1, 2, 0, 1};
+const skinny_config kSafe = {4, 1, 2, 0, 1, 0};
 kernel_fn find_safe_kernel(int mt) {
-  return mt == 1 ? skinny_bf16_kernel<1, 4, 1, 2, 0, false> : skinny_bf16_kernel<2, 4, 1, 2, 0, false>;
+  return mt == 1 ? skinny_bf16_kernel<1, 4, 1, 2, 0, false, false>
+                 : skinny_bf16_kernel<2, 4, 1, 2, 0, false, false>;
 }
 
 bool config_known(skinny_config cfg) {
   bool kernel = false, split = false;
   for (const auto &kc : kConfigs)
-    kernel |= kc[0] == cfg.warps && kc[1] == cfg.tiles && kc[2] == cfg.unroll && kc[3] == cfg.stages;
+    kernel |= kc[0] == cfg.warps && kc[1] == cfg.tiles && kc[2] == cfg.unroll &&
+              kc[3] == cfg.stages && kc[4] == cfg.x_ring;
   for (int sp : kSplit) split |= sp == cfg.split;
   return kernel && split;
 }
 
-/* Dynamic shared memory: the rings, or the reduction buffer if larger. */
+/* Dynamic shared memory: the weight (and x) rings, or the reduction buffer
+ * if larger. */
 size_t smem_bytes(skinny_config cfg, int mt) {
   size_t ring = (size_t)cfg.warps * cfg.stages * cfg.tiles * cfg.unroll * 2 * 32 * 16;
+  if (cfg.x_ring) ring += (size_t)cfg.warps * cfg.stages * mt * 8 * 4 * cfg.unroll * 16;
   size_t red = (size_t)cfg.warps * cfg.tiles * mt * 4 * 32 * 4;
   return ring > red ? ring : red;
 }
 
-/* Each worker (warp of the cluster) must get at least one k batch. */
+/* Each worker (warp of the cluster) must get at least one k batch, and the
+ * rings must fit. */
 bool config_useful(const tgemm__shape *s, skinny_config cfg) {
   long long batches = (s->k + 32LL * cfg.unroll - 1) / (32LL * cfg.unroll);
+  if (smem_bytes(cfg, s->m > 8 ? 2 : 1) > tgemm_decode::kMaxSmem) return false;
   return cfg.split == 1 || batches >= (long long)cfg.split * cfg.warps;
 }
 
@@ -270,26 +306,26 @@ bool config_useful(const tgemm__shape *s, skinny_config cfg) {
  *   M = 9). */
 skinny_config default_config(const tgemm__shape *s, int sm_count) {
   const long long tiles16 = (s->n + 15) / 16;
-  skinny_config cfg = {8, 1, 4, 0, 1};
+  skinny_config cfg = {8, 1, 4, 0, 1, 0};
   if (tiles16 <= sm_count) {
     if (s->m <= 8) {
-      cfg = skinny_config{16, 1, 4, 0, 1};
+      cfg = skinny_config{16, 1, 4, 0, 1, 0};
     } else if (2 * tiles16 >= sm_count) {
-      cfg = skinny_config{8, 1, 8, 0, 1};
+      cfg = skinny_config{8, 1, 8, 0, 1, 0};
     } else {
-      cfg = skinny_config{4, 1, 4, 0, 8};
+      cfg = skinny_config{4, 1, 4, 0, 8, 0};
       while (cfg.split > 1 && !config_useful(s, cfg)) cfg.split /= 2;
     }
   } else if (s->k <= 1024) {
-    cfg = skinny_config{8, 1, 2, 0, 1};
+    cfg = skinny_config{8, 1, 2, 0, 1, 0};
   } else if (s->k >= 8192) {
-    cfg = skinny_config{8, s->m > 8 ? 2 : 1, 4, 0, 1};
+    cfg = skinny_config{8, s->m > 8 ? 2 : 1, 4, 0, 1, 0};
   } else if (tiles16 <= 2LL * sm_count) {
-    cfg = skinny_config{8, 1, 4, 0, 1};
+    cfg = skinny_config{8, 1, 4, 0, 1, 0};
   } else if (s->m > 8) {
-    cfg = skinny_config{4, 2, 4, 0, 1};
+    cfg = skinny_config{4, 2, 4, 0, 1, 0};
   } else {
-    cfg = skinny_config{8, tiles16 >= 1024 ? 1 : 2, 2, 0, 1};
+    cfg = skinny_config{8, tiles16 >= 1024 ? 1 : 2, 2, 0, 1, 0};
   }
   return cfg;
 }
@@ -297,13 +333,14 @@ skinny_config default_config(const tgemm__shape *s, int sm_count) {
 void fill_kernel(tgemm__kernel *out, skinny_config cfg) {
   memset(out, 0, sizeof *out);
   out->route = TGEMM_ROUTE_SKINNY;
-  snprintf(out->name, sizeof out->name, "skinny_bf16_w%d_t%d_u%d_p%d_s%d", cfg.warps, cfg.tiles,
-           cfg.unroll, cfg.stages, cfg.split);
+  snprintf(out->name, sizeof out->name, "skinny_bf16_w%d_t%d_u%d_p%d_s%d%s", cfg.warps,
+           cfg.tiles, cfg.unroll, cfg.stages, cfg.split, cfg.x_ring ? "_xr" : "");
   out->params[0] = cfg.warps;
   out->params[1] = cfg.tiles;
   out->params[2] = cfg.unroll;
   out->params[3] = cfg.split;
   out->params[4] = cfg.stages;
+  out->params[5] = cfg.x_ring;
 }
 
 bool shape_ok(const tgemm__shape *s) {
@@ -325,7 +362,7 @@ extern "C" int tgemm__skinny_bf16_candidates(const tgemm__shape *shape, int sm_c
   for (const auto &kc : kConfigs)
     for (int sp : kSplit) {
       if (count >= cap) return count;
-      const skinny_config cfg = {kc[0], kc[1], kc[2], kc[3], sp};
+      const skinny_config cfg = {kc[0], kc[1], kc[2], kc[3], sp, kc[4]};
       if (!memcmp(&cfg, &best, sizeof cfg) || !config_useful(shape, cfg)) continue;
       fill_kernel(&out[count++], cfg);
     }
@@ -337,7 +374,7 @@ extern "C" cudaError_t tgemm__skinny_bf16_run(const tgemm__kernel *kernel,
   if (!kernel || !args || kernel->route != TGEMM_ROUTE_SKINNY) return cudaErrorInvalidValue;
   if (strncmp(kernel->name, "skinny_bf16_", 12) != 0) return cudaErrorInvalidValue;
   skinny_config cfg = {kernel->params[0], kernel->params[1], kernel->params[2],
-                       kernel->params[4], kernel->params[3]};
+                       kernel->params[4], kernel->params[3], kernel->params[5]};
   if (!config_known(cfg)) return cudaErrorInvalidValue;
   const tgemm__shape shape = {args->m, args->n, args->k, args->x_dtype, args->y_dtype,
                               args->bias != NULL};
@@ -345,9 +382,7 @@ extern "C" cudaError_t tgemm__skinny_bf16_run(const tgemm__kernel *kernel,
     return cudaErrorInvalidValue;
   if (args->ldx < args->k || args->ldw < args->k || args->ldy < args->n)
     return cudaErrorInvalidValue;
-  if (args->bias && args->bias_dtype != TGEMM_BF16 && args->bias_dtype != TGEMM_F32 &&
-      args->bias_dtype != TGEMM_F16)
-    return cudaErrorInvalidValue;
+  if (!tgemm__decode_bias_ok(args)) return cudaErrorInvalidValue;
 
   const int mt = args->m > 8 ? 2 : 1;
   const bool aligned = ((uintptr_t)args->x % 16 == 0) && ((uintptr_t)args->w % 16 == 0) &&
@@ -363,8 +398,7 @@ extern "C" cudaError_t tgemm__skinny_bf16_run(const tgemm__kernel *kernel,
   }
   if (!fn) return cudaErrorInvalidValue;
   const size_t smem = smem_bytes(cfg, mt);
-  cudaError_t smem_err = tgemm__ensure_smem_limit(reinterpret_cast<const void *>(fn), smem);
-  if (smem_err != cudaSuccess) return smem_err;
+  if (smem > tgemm_decode::kMaxSmem) return cudaErrorInvalidValue; /* x ring too large for this M */
 
   skinny_args a;
   a.x = static_cast<const unsigned short *>(args->x);
@@ -373,28 +407,7 @@ extern "C" cudaError_t tgemm__skinny_bf16_run(const tgemm__kernel *kernel,
   a.ldw = args->ldw;
   a.k = args->k;
   a.split = cfg.split;
-  a.ep.bias = args->bias;
-  a.ep.bias_dtype = args->bias_dtype;
-  a.ep.y = args->y;
-  a.ep.ldy = args->ldy;
-  a.ep.y_f32 = args->y_dtype == TGEMM_F32;
-  a.ep.m = (int)args->m;
-  a.ep.n = (int)args->n;
-
+  a.ep = tgemm__decode_epilogue(args);
   const long long groups = (args->n + 16LL * cfg.tiles - 1) / (16LL * cfg.tiles);
-  cudaLaunchConfig_t launch = {};
-  launch.gridDim = dim3((unsigned)(groups * cfg.split));
-  launch.blockDim = dim3(32u * cfg.warps);
-  launch.dynamicSmemBytes = smem;
-  launch.stream = args->stream;
-  cudaLaunchAttribute attr[1];
-  if (cfg.split > 1) {
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = (unsigned)cfg.split;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    launch.attrs = attr;
-    launch.numAttrs = 1;
-  }
-  return cudaLaunchKernelEx(&launch, fn, a);
+  return tgemm__decode_launch(fn, a, groups, cfg.split, cfg.warps, smem, args->stream);
 }

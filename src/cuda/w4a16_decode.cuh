@@ -18,7 +18,7 @@
 #define TGEMM_CUDA_W4A16_DECODE_CUH
 
 #include "cuda/mxfp4_device.cuh"
-#include "cuda/skinny_bf16.cuh"
+#include "cuda/decode_common.cuh"
 
 namespace tgemm_w4 {
 

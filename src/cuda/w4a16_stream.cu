@@ -11,7 +11,6 @@
 
 #include "cuda/w4a16_decode.cuh"
 #include "cuda/w4a16_stream.cuh"
-#include "cuda/smem_limit.cuh"
 
 namespace {
 
@@ -151,29 +150,15 @@ __global__ void __launch_bounds__(WARPS * 32)
     for (int mt = 0; mt < MT; mt++) xc[mt] = xp[mt] + (long long)worker * BU * 32;
     const long long q_step = (long long)workers * BU * 16, s_step = (long long)workers * BU;
     const long long x_step = (long long)workers * BU * 32;
-    /* XR: the warp's x ring after the weight and scale rings.  Lane L copies
-     * pieces L + 32i (token (L + 32i) / XCH, piece L % XCH of its row);
-     * pieces of tokens past m are zero-filled without reading memory.  A
-     * piece p of token r is stored at p ^ ((r & 1) | ((p >> 3 & 1) << 1)):
-     * the 8 lanes of a quarter warp (tokens g, g+1, pieces 4c + w) then
-     * read 8 different bank groups. */
+    /* XR: the warp's x ring after the weight and scale rings.  Piece p of
+     * token r is stored at p ^ ((r & 1) | ((p >> 3 & 1) << 1)): the 8 lanes
+     * of a quarter warp (tokens g, g+1, pieces 4c + w) then read 8
+     * different bank groups. */
     uint4 *xring = smem + (size_t)WARPS * ST * SLOTS * 34 + (size_t)warp * ST * XSTAGE;
     const unsigned short *xin = a.x + (long long)worker * BU * 32 + 8 * (lane % XCH);
-    long long xsrc[MT][XCH / 4];
-    int xdst[XCH / 4];
-    unsigned xreal = 0; /* bit mt * XCH/4 + i: piece i of group mt is a real token's */
-    if constexpr (XR) {
-#pragma unroll
-      for (int i = 0; i < XCH / 4; i++) {
-        const int r = lane / XCH + 32 * i / XCH, p = lane % XCH;
-        xdst[i] = r * XCH + (p ^ ((r & 1) | ((p >> 3 & 1) << 1)));
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++) {
-          xsrc[mt][i] = (long long)min(8 * mt + r, m - 1) * a.ldx;
-          if (8 * mt + r < m) xreal |= 1u << (mt * XCH / 4 + i);
-        }
-      }
-    }
+    tgemm_decode::x_ring_copy<MT, XR ? XCH : 16> xcopy;
+    if constexpr (XR)
+      xcopy.init(lane, m, a.ldx, [](int r, int p) { return p ^ ((r & 1) | ((p >> 3 & 1) << 1)); });
     const int xrd = g * XCH + 4 * c, xsw = (g & 1) | (c & 2);
     int in_stage = 0, out_stage = 0;
     auto issue = [&]() {
@@ -190,13 +175,7 @@ __global__ void __launch_bounds__(WARPS * 32)
             if (c == 0) tgemm_decode::cp_async4(ss + slot * 8, in_s[t][h] + 4 * j);
           }
       if constexpr (XR) {
-        uint4 *xs = xring + in_stage * XSTAGE;
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-          for (int i = 0; i < XCH / 4; i++)
-            tgemm_decode::cp_async16_fill(xs + mt * 8 * XCH + xdst[i], xin + xsrc[mt][i],
-                                          (xreal >> (mt * XCH / 4 + i) & 1) * 16);
+        xcopy.issue(xring + in_stage * XSTAGE, xin);
         xin += x_step;
       }
 #pragma unroll
@@ -377,15 +356,12 @@ size_t smem_bytes(w4_config cfg, int mt) {
   return ring > red ? ring : red;
 }
 
-/* The most dynamic shared memory a block may opt in to on sm_90. */
-const size_t kMaxSmem = 227 * 1024;
-
 /* Each worker (warp of the cluster) must get at least one batch, and the
  * rings must fit. */
 bool config_useful(const tgemm__shape *s, w4_config cfg) {
   long long blocks = (s->k + 31) / 32;
   long long batches = (blocks + 4LL * cfg.unroll - 1) / (4LL * cfg.unroll);
-  if (smem_bytes(cfg, s->m > 8 ? 2 : 1) > kMaxSmem) return false;
+  if (smem_bytes(cfg, s->m > 8 ? 2 : 1) > tgemm_decode::kMaxSmem) return false;
   return cfg.split == 1 || batches >= (long long)cfg.split * cfg.warps;
 }
 
@@ -473,9 +449,7 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
   if (args->ldx < args->k || args->ldw_packed < k_blocks * 16 ||
       args->ldw_scales < k_blocks || args->ldy < args->n)
     return cudaErrorInvalidValue;
-  if (args->bias && args->bias_dtype != TGEMM_BF16 && args->bias_dtype != TGEMM_F32 &&
-      args->bias_dtype != TGEMM_F16)
-    return cudaErrorInvalidValue;
+  if (!tgemm__decode_bias_ok(args)) return cudaErrorInvalidValue;
 
   const int mt = args->m > 8 ? 2 : 1;
   /* The ring copies 16-byte weight pieces and 4-byte scale words. */
@@ -493,9 +467,7 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
   }
   if (!fn) return cudaErrorInvalidValue;
   const size_t smem = smem_bytes(cfg, mt);
-  if (smem > kMaxSmem) return cudaErrorInvalidValue; /* x ring too large for this M */
-  cudaError_t smem_err = tgemm__ensure_smem_limit(reinterpret_cast<const void *>(fn), smem);
-  if (smem_err != cudaSuccess) return smem_err;
+  if (smem > tgemm_decode::kMaxSmem) return cudaErrorInvalidValue; /* x ring too large for this M */
 
   w4_args a;
   a.x = static_cast<const unsigned short *>(args->x);
@@ -507,28 +479,7 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
   a.k = args->k;
   a.k_blocks = k_blocks;
   a.split = cfg.split;
-  a.ep.bias = args->bias;
-  a.ep.bias_dtype = args->bias_dtype;
-  a.ep.y = args->y;
-  a.ep.ldy = args->ldy;
-  a.ep.y_f32 = args->y_dtype == TGEMM_F32;
-  a.ep.m = (int)args->m;
-  a.ep.n = (int)args->n;
-
+  a.ep = tgemm__decode_epilogue(args);
   const long long groups = (args->n + 16LL * cfg.tiles - 1) / (16LL * cfg.tiles);
-  cudaLaunchConfig_t launch = {};
-  launch.gridDim = dim3((unsigned)(groups * cfg.split));
-  launch.blockDim = dim3(32u * cfg.warps);
-  launch.dynamicSmemBytes = smem;
-  launch.stream = args->stream;
-  cudaLaunchAttribute attr[1];
-  if (cfg.split > 1) {
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = (unsigned)cfg.split;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    launch.attrs = attr;
-    launch.numAttrs = 1;
-  }
-  return cudaLaunchKernelEx(&launch, fn, a);
+  return tgemm__decode_launch(fn, a, groups, cfg.split, cfg.warps, smem, args->stream);
 }

@@ -1,0 +1,285 @@
+/* Pieces shared by the decode GEMM kernels (skinny_bf16.cu, w4a16_stream.cu)
+ * and the bench harnesses: weight streaming loads and cp.async copies, the
+ * bf16 MMA, the epilogue with its warp/cluster reduction, x through a
+ * warp's cp.async ring, and the host side of a launch.  CUDA C++ only. */
+#ifndef TGEMM_CUDA_DECODE_COMMON_CUH
+#define TGEMM_CUDA_DECODE_COMMON_CUH
+
+#include <cooperative_groups.h>
+#include <cuda_runtime.h>
+
+#include "cuda/cuda_args.h"
+#include "cuda/smem_limit.cuh"
+
+namespace tgemm_decode {
+
+/* The most dynamic shared memory a block may opt in to on sm_90. */
+constexpr size_t kMaxSmem = 227 * 1024;
+
+/* Where the finished sums go. */
+struct epilogue {
+  const void *bias; /* [n] or NULL */
+  int bias_dtype;   /* tgemm_dtype */
+  void *y;          /* [m, n] with row stride ldy */
+  long long ldy;
+  int y_f32;        /* 1: f32 y, 0: bf16 y */
+  int m, n;
+};
+
+/* An L2 policy that evicts the weights first: they are read exactly once. */
+__device__ __forceinline__ unsigned long long evict_first_policy() {
+  unsigned long long policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+  return policy;
+}
+
+/* 16-byte weight load: read-only path, no L1 allocation, L2 evict-first,
+ * and a 256-byte L2 prefetch so that DRAM serves whole bursts. */
+__device__ __forceinline__ uint4 load_stream16(const void *ptr, unsigned long long policy) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.L2::cache_hint.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4], %5;"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(ptr), "l"(policy));
+  return v;
+}
+
+/* 16-byte global -> shared copy that bypasses L1, evicts first from L2 and
+ * prefetches 256 bytes into L2: the weight stream of the ring kernels. */
+__device__ __forceinline__ void cp_async16_stream(void *smem, const void *gmem,
+                                                  unsigned long long policy) {
+  const unsigned dst = (unsigned)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint.L2::256B [%0], [%1], 16, %2;" ::"r"(dst),
+               "l"(gmem), "l"(policy)
+               : "memory");
+}
+
+/* 16-byte global -> shared copy through L2 only (activations that other
+ * blocks read too) of the first `bytes` (16 or 0) of gmem, zero-filled. */
+__device__ __forceinline__ void cp_async16_fill(void *smem, const void *gmem, unsigned bytes) {
+  const unsigned dst = (unsigned)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(gmem), "r"(bytes)
+               : "memory");
+}
+
+/* 4-byte global -> shared copy (MXFP4 scales). */
+__device__ __forceinline__ void cp_async4(void *smem, const void *gmem) {
+  const unsigned dst = (unsigned)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(dst), "l"(gmem) : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
+/* Wait until at most N of this thread's copy groups are still in flight. */
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+/* d += A·B for one m16n8k16 bf16 tile with f32 accumulation.  A: 16 weight
+ * rows × 16 k, B: 16 k × 8 tokens (PTX fragment layout). */
+__device__ __forceinline__ void mma_bf16(float (&d)[4], unsigned a0, unsigned a1, unsigned a2,
+                                         unsigned a3, unsigned b0, unsigned b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+      "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* 8 consecutive bf16 (as raw bits) of which the first `avail` are read and
+ * the rest are zero: for the K tail and for unaligned rows. */
+__device__ __forceinline__ uint4 load8_scalar(const unsigned short *p, long long avail) {
+  unsigned h[8];
+#pragma unroll
+  for (int i = 0; i < 8; i++) h[i] = i < avail ? (unsigned)__ldg(p + i) : 0u;
+  return make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
+}
+
+__device__ __forceinline__ float load_bias(const void *bias, int dtype, int row) {
+  if (dtype == TGEMM_F32) return static_cast<const float *>(bias)[row];
+  unsigned short h = static_cast<const unsigned short *>(bias)[row];
+  if (dtype == TGEMM_BF16) return __uint_as_float((unsigned)h << 16);
+  float f;
+  asm("{ .reg .b16 t; mov.b16 t, %1; cvt.f32.f16 %0, t; }" : "=f"(f) : "h"(h));
+  return f;
+}
+
+/* Element e of the fragment-ordered accumulator array (register r = e / 32
+ * of lane e % 32) holds, for the m16n8 tile (r / 4) = tile * MT +
+ * token_group: row g (+8 when r % 4 >= 2) and token 2c + (r % 2), with
+ * g = lane / 4, c = lane % 4. */
+template <int MT>
+__device__ __forceinline__ void element_at(int row0, int e, int *row, int *token) {
+  const int r = e >> 5, lane = e & 31;
+  const int i = r & 3, tile_group = r >> 2;
+  const int group = tile_group % MT, tile = tile_group / MT;
+  *row = row0 + 16 * tile + (lane >> 2) + ((i & 2) ? 8 : 0);
+  *token = 8 * group + 2 * (lane & 3) + (i & 1);
+}
+
+/* Does element e land in y (a real row and token)?  At M = 1 only one
+ * element in eight does, so the reductions skip the rest. */
+template <int MT>
+__device__ __forceinline__ bool element_used(const epilogue &ep, int row0, int e) {
+  int row, token;
+  element_at<MT>(row0, e, &row, &token);
+  return row < ep.n && token < ep.m;
+}
+
+/* Writes one finished sum (element e, see element_at). */
+template <int MT>
+__device__ __forceinline__ void store_one(const epilogue &ep, int row0, int e, float sum) {
+  int row, token;
+  element_at<MT>(row0, e, &row, &token);
+  if (row >= ep.n || token >= ep.m) return;
+  if (ep.bias) sum += load_bias(ep.bias, ep.bias_dtype, row);
+  long long at = (long long)token * ep.ldy + row;
+  if (ep.y_f32) {
+    static_cast<float *>(ep.y)[at] = sum;
+  } else {
+    unsigned u = __float_as_uint(sum), h;
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+      h = (u >> 16) | 0x40u; /* NaN stays NaN */
+    else
+      h = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16; /* nearest even */
+    static_cast<unsigned short *>(ep.y)[at] = (unsigned short)h;
+  }
+}
+
+/* Sums the R accumulators of every warp of the block, then (split > 1) of
+ * every block of the cluster through distributed shared memory, and writes
+ * y.  red: shared memory of WARPS * R * 32 floats (elements that land
+ * outside y are neither stored nor summed).  Fixed summation order: the
+ * result does not depend on timing. */
+template <int WARPS, int R, int MT>
+__device__ __forceinline__ void reduce_and_store(const float (&acc)[R], float *red, int split,
+                                                 int row0, const epilogue &ep) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  constexpr int E = R * 32;
+#pragma unroll
+  for (int r = 0; r < R; r++)
+    if (element_used<MT>(ep, row0, r * 32 + lane)) red[(warp * R + r) * 32 + lane] = acc[r];
+  __syncthreads();
+  if (split == 1) {
+    for (int e = threadIdx.x; e < E; e += WARPS * 32) {
+      if (!element_used<MT>(ep, row0, e)) continue;
+      float s = red[e];
+#pragma unroll
+      for (int w = 1; w < WARPS; w++) s += red[w * E + e];
+      store_one<MT>(ep, row0, e, s);
+    }
+    return;
+  }
+  for (int e = threadIdx.x; e < E; e += WARPS * 32) {
+    if (!element_used<MT>(ep, row0, e)) continue;
+    float s = red[e];
+#pragma unroll
+    for (int w = 1; w < WARPS; w++) s += red[w * E + e];
+    red[e] = s;
+  }
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync(); /* every block's partial sums are in its shared memory */
+  const int rank = (int)cluster.block_rank();
+  const int per = (E + split - 1) / split;
+  const int lo = rank * per, hi = min(E, lo + per);
+  for (int e = lo + (int)threadIdx.x; e < hi; e += WARPS * 32) {
+    if (!element_used<MT>(ep, row0, e)) continue;
+    float s = 0.0f;
+    for (int b = 0; b < split; b++) s += cluster.map_shared_rank(red, b)[e];
+    store_one<MT>(ep, row0, e, s);
+  }
+  cluster.sync(); /* keep this block's shared memory alive for the others */
+}
+
+
+/* x through a warp's cp.async ring (the "_xr" kernels), so that it arrives
+ * with the weights, stages ahead, instead of from L2 right before its MMAs.
+ * A ring stage holds the batch's x as MT groups of 8 tokens, XCH 16-byte
+ * pieces per token.  Lane L copies pieces L + 32i (i < XCH/4) of each group:
+ * token (L + 32i) / XCH, piece L % XCH; pieces of tokens past m are
+ * zero-filled without a memory read.  The kernel picks where piece p of
+ * token r is stored (swizzle(r, p), inside the token's XCH pieces) so that
+ * its own reads avoid bank conflicts. */
+template <int MT, int XCH>
+struct x_ring_copy {
+  static_assert(XCH >= 4 && 32 % XCH == 0, "a token's pieces must tile a warp evenly");
+  long long src[MT][XCH / 4]; /* element offset of the piece's token row */
+  int dst[XCH / 4];           /* stored piece index inside a token group */
+  unsigned real = 0;          /* bit mt * XCH/4 + i: token below m */
+
+  template <typename Swizzle>
+  __device__ __forceinline__ void init(int lane, int m, long long ldx, Swizzle swizzle) {
+#pragma unroll
+    for (int i = 0; i < XCH / 4; i++) {
+      const int r = lane / XCH + 32 * i / XCH, p = lane % XCH;
+      dst[i] = r * XCH + swizzle(r, p);
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) {
+        src[mt][i] = (long long)min(8 * mt + r, m - 1) * ldx;
+        if (8 * mt + r < m) real |= 1u << (mt * XCH / 4 + i);
+      }
+    }
+  }
+  /* Copies one batch into a stage; xin points at token 0 of the batch plus
+   * this lane's piece (8 * (lane % XCH) elements). */
+  __device__ __forceinline__ void issue(uint4 *stage, const unsigned short *xin) const {
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int i = 0; i < XCH / 4; i++)
+        cp_async16_fill(stage + mt * 8 * XCH + dst[i], xin + src[mt][i],
+                        (real >> (mt * XCH / 4 + i) & 1) * 16);
+  }
+};
+
+}  // namespace tgemm_decode
+
+/* ---- Host side of a decode launch ------------------------------------- */
+
+/* The epilogue of a call. */
+static inline tgemm_decode::epilogue tgemm__decode_epilogue(const tgemm__cuda_gemm_args *args) {
+  tgemm_decode::epilogue ep;
+  ep.bias = args->bias;
+  ep.bias_dtype = args->bias_dtype;
+  ep.y = args->y;
+  ep.ldy = args->ldy;
+  ep.y_f32 = args->y_dtype == TGEMM_F32;
+  ep.m = (int)args->m;
+  ep.n = (int)args->n;
+  return ep;
+}
+
+/* Bias absent or of a dtype the epilogue reads. */
+static inline bool tgemm__decode_bias_ok(const tgemm__cuda_gemm_args *args) {
+  return !args->bias || args->bias_dtype == TGEMM_BF16 || args->bias_dtype == TGEMM_F32 ||
+         args->bias_dtype == TGEMM_F16;
+}
+
+/* Launches fn over `groups` row groups, each a cluster of `split` blocks of
+ * `warps` warps with `smem` bytes of dynamic shared memory (the limit is
+ * raised first where needed). */
+template <typename Args>
+static cudaError_t tgemm__decode_launch(void (*fn)(Args), const Args &a, long long groups,
+                                        int split, int warps, size_t smem, cudaStream_t stream) {
+  cudaError_t err = tgemm__ensure_smem_limit(reinterpret_cast<const void *>(fn), smem);
+  if (err != cudaSuccess) return err;
+  cudaLaunchConfig_t launch = {};
+  launch.gridDim = dim3((unsigned)(groups * split));
+  launch.blockDim = dim3(32u * warps);
+  launch.dynamicSmemBytes = smem;
+  launch.stream = stream;
+  cudaLaunchAttribute attr[1];
+  if (split > 1) {
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = (unsigned)split;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    launch.attrs = attr;
+    launch.numAttrs = 1;
+  }
+  return cudaLaunchKernelEx(&launch, fn, a);
+}
+
+#endif

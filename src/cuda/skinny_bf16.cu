@@ -292,41 +292,53 @@ bool config_useful(const tgemm__shape *s, skinny_config cfg) {
   return cfg.split == 1 || batches >= (long long)cfg.split * cfg.warps;
 }
 
-/* The built-in choice (candidates[0]).  A rule read off the bench run of
- * 2026-11-23 on the H100 (bench/device/skinny.sh, graph timing, every
- * candidate timed on the nine DeepSeek-V3 projections x M = 1..16); on
- * that run it picks the fastest candidate at each of the 45 points:
- * - at most one 16-row tile per SM (N <= 2112 here): 16 warps, 4 k steps,
- *   no split (8 warps x 8 steps from M = 9; N = 576 at M = 16: 4 warps
- *   and a split of 8);
- * - short rows (K <= 1024): 8 warps, 2 steps;
- * - long rows (K >= 8192): 8 warps, 4 steps, two tiles from M = 9;
- * - otherwise 8 warps with 4 steps up to two tiles per SM, else 2 steps
- *   (two tiles unless N >= 16K rows; 4 warps x 2 tiles x 4 steps from
- *   M = 9). */
+/* The built-in choice (candidates[0]).  A rule read off the tuner runs of
+ * 2026-11-24 on the H100 (bench/device/suite.sh route skinny: every
+ * candidate timed on the nine DeepSeek-V3 projections x M = 1..16, cold
+ * L2); on that run it is within 0.5% of the fastest candidate at each of
+ * the 45 points.  x goes through the ring ("_xr") everywhere but on long
+ * rows and on the small short-row weight:
+ * - fewer 16-row tiles than half the SMs (N = 576): 16 warps on a 4-deep
+ *   ring of single k steps up to M = 4, then 8 warps of two steps (split
+ *   2 from M = 9);
+ * - at most one tile per SM (N <= 2112): 8 warps, 4 steps on a 2-deep ring
+ *   (2 steps on a 4-deep ring from M = 9);
+ * - long rows (K >= 8192): register double buffers, 8 warps of 4 steps,
+ *   two tiles from M = 9;
+ * - short rows (K <= 1024): very tall weights (>= 1024 tiles) 8 warps of
+ *   2 steps on a 2-deep ring (4 warps of two tiles from M = 9); else 8
+ *   warps with register double buffers (4 warps on a 4-deep ring from
+ *   M = 9);
+ * - otherwise (K = 1536..2048 here) 2 k steps: up to M = 8 on a 2-deep
+ *   ring, 8 warps up to two tiles per SM, else 16 warps; from M = 9, 4
+ *   warps on a 4-deep ring up to two tiles per SM, 8 warps on a 2-deep
+ *   ring from 1024 tiles, and 4 warps of two tiles between. */
 skinny_config default_config(const tgemm__shape *s, int sm_count) {
   const long long tiles16 = (s->n + 15) / 16;
-  skinny_config cfg = {8, 1, 4, 0, 1, 0};
-  if (tiles16 <= sm_count) {
-    if (s->m <= 8) {
-      cfg = skinny_config{16, 1, 4, 0, 1, 0};
-    } else if (2 * tiles16 >= sm_count) {
-      cfg = skinny_config{8, 1, 8, 0, 1, 0};
-    } else {
-      cfg = skinny_config{4, 1, 4, 0, 8, 0};
-      while (cfg.split > 1 && !config_useful(s, cfg)) cfg.split /= 2;
-    }
-  } else if (s->k <= 1024) {
-    cfg = skinny_config{8, 1, 2, 0, 1, 0};
+  const bool wide_m = s->m > 8;
+  skinny_config cfg;
+  if (2 * tiles16 < sm_count) {
+    cfg = s->m <= 4 ? skinny_config{16, 1, 1, 4, 1, 1}
+          : wide_m  ? skinny_config{8, 1, 2, 4, 2, 1}
+                    : skinny_config{8, 1, 2, 4, 1, 1};
+    while (cfg.split > 1 && !config_useful(s, cfg)) cfg.split /= 2;
+  } else if (tiles16 <= sm_count) {
+    cfg = wide_m ? skinny_config{8, 1, 2, 4, 1, 1} : skinny_config{8, 1, 4, 2, 1, 1};
   } else if (s->k >= 8192) {
-    cfg = skinny_config{8, s->m > 8 ? 2 : 1, 4, 0, 1, 0};
+    cfg = skinny_config{8, wide_m ? 2 : 1, 4, 0, 1, 0};
+  } else if (s->k <= 1024) {
+    if (tiles16 >= 1024)
+      cfg = wide_m ? skinny_config{4, 2, 2, 2, 1, 1} : skinny_config{8, 1, 2, 2, 1, 1};
+    else
+      cfg = wide_m ? skinny_config{4, 1, 2, 4, 1, 1} : skinny_config{8, 1, 2, 0, 1, 0};
   } else if (tiles16 <= 2LL * sm_count) {
-    cfg = skinny_config{8, 1, 4, 0, 1, 0};
-  } else if (s->m > 8) {
-    cfg = skinny_config{4, 2, 4, 0, 1, 0};
+    cfg = wide_m ? skinny_config{4, 1, 2, 4, 1, 1} : skinny_config{8, 1, 2, 2, 1, 1};
+  } else if (tiles16 >= 1024) {
+    cfg = wide_m ? skinny_config{8, 1, 2, 2, 1, 1} : skinny_config{16, 1, 2, 2, 1, 1};
   } else {
-    cfg = skinny_config{8, tiles16 >= 1024 ? 1 : 2, 2, 0, 1, 0};
+    cfg = wide_m ? skinny_config{4, 2, 2, 2, 1, 1} : skinny_config{16, 1, 2, 2, 1, 1};
   }
+  if (!config_useful(s, cfg)) cfg = skinny_config{8, 1, 2, 0, 1, 0}; /* rings too large */
   return cfg;
 }
 

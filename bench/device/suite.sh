@@ -12,7 +12,8 @@
 #                                         its memcheck, then every candidate of R timed on the decode
 #                                         points (M = 1..16, full and TP=8) with the tuner (-v log)
 #   bash bench/device/suite.sh bench      device: `tgemm bench` without and with that table (copied
-#                                         here to build-suite-carry/), decode back to back, readprobe
+#                                         here to build-suite-carry/), decode back to back, BF16-only
+#                                         routing (--error-budget 0), readprobe
 # Logs and tables land in $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -115,10 +116,16 @@ bench)
   TGEMM_CONFIG="$P/h100-deepseek-v3.csv" "$R/tgemm" bench --flush none --m 1,2,4,8,16 --error-budget 0.2 \
     --csv "$OUT/bench_b2b.csv" >"$OUT/bench_b2b.txt" 2>&1
   echo "bench back-to-back rc=$? ${SECONDS}s"
+  # BF16-only routing (no quantized route allowed) against the default.
+  SECONDS=0
+  TGEMM_CONFIG="$P/h100-deepseek-v3.csv" "$R/tgemm" bench --m 1,2,4,8,16 --routes library,auto \
+    --error-budget 0 --csv "$OUT/bench_bf16_auto.csv" >"$OUT/bench_bf16_auto.txt" 2>&1
+  echo "bench BF16-only routing rc=$? ${SECONDS}s"
   [ -x "$P/readprobe" ] && "$P/readprobe" >"$OUT/readprobe.txt" 2>&1
   grep -A12 '^summary' "$OUT/bench_untuned.txt"
   grep -A12 '^summary' "$OUT/bench_tuned.txt"
   grep -A12 '^summary' "$OUT/bench_b2b.txt"
+  grep -A12 '^summary' "$OUT/bench_bf16_auto.txt"
   cat "$OUT/readprobe.txt"
   ;;
 esac

@@ -245,7 +245,10 @@ typedef struct tgemm_linear_options {
 typedef struct tgemm_linear_info {
   tgemm_route route;
   char kernel[64];
-  /* How the route was chosen: "forced", "table", "default", "reference". */
+  /* How the route was chosen: "forced", "table", "default", "reference";
+   * "fallback" when the chosen kernel (a tuned cuBLASLt algorithm) does not
+   * fit these operands, e.g. their alignment, and `kernel` names the
+   * library heuristic's choice that ran instead. */
   char reason[16];
 } tgemm_linear_info;
 

@@ -61,7 +61,7 @@ static void run_case(tgemm_ctx *ctx, const case_t *c, bool quick) {
   tgemm_weight *wt = NULL;
   CHECK_OK(tgemm_weight_create(ctx, &wm, NULL, &wt));
   if (!wt) goto out;
-  tgemm__operands ops = {&xm, wt, c->bias ? &bm : NULL, &ym};
+  tgemm__operands ops = {&xm, wt, c->bias ? &bm : NULL, &ym, NULL};
   tgemm__shape shape = {c->m, c->n, c->k, c->dtype, c->out, c->bias != 0};
   double x_ss = test_sum_squares(x, c->dtype, c->m, c->k, ldx);
   double w_ss = test_sum_squares(w, c->dtype, c->n, c->k, ldw);
@@ -187,7 +187,7 @@ static void check_registry(tgemm_ctx *ctx) {
   CHECK_OK(tgemm_weight_create(ctx, &wm, NULL, &wt));
   if (!wt) return;
   tgemm__shape sh = {m, n, kk, TGEMM_BF16, TGEMM_F32, false};
-  tgemm__operands ops = {&xm, wt, NULL, &ym}, ops2 = {&xm, wt, NULL, &ym2};
+  tgemm__operands ops = {&xm, wt, NULL, &ym, NULL}, ops2 = {&xm, wt, NULL, &ym2, NULL};
   tgemm__kernel by_name;
   memset(&by_name, 0, sizeof by_name);
   by_name.route = TGEMM_ROUTE_SKINNY;

@@ -110,7 +110,7 @@ static void run_case(tgemm_ctx *ctx, const case_t *c) {
     free_operands(&o);
     return;
   }
-  tgemm__operands ops = {&o.xm, o.wt, c->bias ? &o.bm : NULL, &o.ym};
+  tgemm__operands ops = {&o.xm, o.wt, c->bias ? &o.bm : NULL, &o.ym, NULL};
   tgemm__shape shape = {c->m, c->n, c->k, c->dtype, c->out, c->bias != 0};
   double *ref = malloc((size_t)(c->m * c->n) * sizeof(double));
   double tol = c->out == TGEMM_BF16 ? 1e-2 : 1e-5;
@@ -206,7 +206,7 @@ static void quantization_error(tgemm_ctx *ctx) {
       free_operands(&o);
       return;
     }
-    tgemm__operands ops = {&o.xm, o.wt, NULL, &o.ym};
+    tgemm__operands ops = {&o.xm, o.wt, NULL, &o.ym, NULL};
     tgemm__shape shape = {c.m, c.n, c.k, c.dtype, c.out, false};
     double *ref = malloc((size_t)(c.m * c.n) * sizeof(double));
     CHECK_OK(tgemm__cpu_reference_rows(&ops, TGEMM_ROUTE_REFERENCE, c.mode, 0, c.m, ref));
@@ -238,7 +238,7 @@ static void nan_propagation(tgemm_ctx *ctx) {
     return;
   }
   ((uint16_t *)o.x)[1 * c.k + 40] = 0x7fc0; /* row 1 */
-  tgemm__operands ops = {&o.xm, o.wt, &o.bm, &o.ym};
+  tgemm__operands ops = {&o.xm, o.wt, &o.bm, &o.ym, NULL};
   tgemm__shape shape = {c.m, c.n, c.k, c.dtype, c.out, true};
   tgemm_route routes[] = {TGEMM_ROUTE_W4A16, TGEMM_ROUTE_W4A4};
   for (int r = 0; r < 2; r++) {

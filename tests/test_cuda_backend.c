@@ -180,6 +180,9 @@ typedef struct lt_problem {
 
 /* Run every library candidate (or the router's default, when
  * all_candidates is false) and compare with the double reference. */
+/* Problems on which tgemm_linear reported a fallback (check_library). */
+static int g_fallbacks_reported;
+
 static void check_library(tgemm_ctx *ctx, const lt_problem *p, bool all_candidates) {
   const int64_t m = p->m, n = p->n, k = p->k, ldx = k + p->ldx_pad;
   size_t xs = tgemm_dtype_size(p->x_dtype), ys = tgemm_dtype_size(p->y_dtype);
@@ -230,6 +233,7 @@ static void check_library(tgemm_ctx *ctx, const lt_problem *p, bool all_candidat
   CHECK_OK(ctx->backend->default_kernel(ctx, &shape, TGEMM_ROUTE_LIBRARY, &def));
   uint64_t fallbacks = tgemm__cuda_lt_fallbacks(ctx);
   double max_err = 0;
+  int substituted = -1; /* a candidate that did not fit these operands */
   for (int c = 0; c < count; c++) {
     CHECK_OK(tgemm_memcpy(ctx, y_dev, y_poison, y_bytes, TGEMM_COPY_HOST_TO_DEVICE));
     tgemm_status st;
@@ -238,9 +242,21 @@ static void check_library(tgemm_ctx *ctx, const lt_problem *p, bool all_candidat
       CHECK(cands[c].has_algo && strncmp(cands[c].name, "lt_a", 4) == 0, "candidate %s",
             cands[c].name);
       CHECK_OK(ctx->backend->validate_kernel(ctx, &shape, &cands[c]));
-      tgemm__operands ops = {&x, weight, p->bias ? &bias : NULL, &y};
+      tgemm__kernel ran;
+      ran.name[0] = '\0';
+      tgemm__operands ops = {&x, weight, p->bias ? &bias : NULL, &y, &ran};
+      const uint64_t before = tgemm__cuda_lt_fallbacks(ctx);
       st = ctx->backend->run(ctx, &cands[c], &shape, &ops);
       name = cands[c].name;
+      /* The run names the kernel that ran exactly when it was another. */
+      const bool fell_back = tgemm__cuda_lt_fallbacks(ctx) != before;
+      CHECK(fell_back == (ran.name[0] != '\0'), "%s: fell back %d, reported \"%s\"", name,
+            fell_back, ran.name);
+      if (fell_back) {
+        CHECK(strcmp(ran.name, cands[c].name) != 0 && strncmp(ran.name, "lt_a", 4) == 0,
+              "%s fell back, reported \"%s\"", name, ran.name);
+        if (substituted < 0) substituted = c;
+      }
     } else {
       tgemm_linear_options lo;
       tgemm_linear_options_default(&lo);
@@ -274,6 +290,19 @@ static void check_library(tgemm_ctx *ctx, const lt_problem *p, bool all_candidat
           (unsigned long long)(tgemm__cuda_lt_fallbacks(ctx) - fallbacks), (long long)m,
           (long long)n, (long long)k, tgemm_dtype_name(p->x_dtype), tgemm_dtype_name(p->y_dtype),
           p->bias);
+  /* tgemm_linear with such a kernel says what ran, and why. */
+  if (substituted >= 0) {
+    g_fallbacks_reported++;
+    tgemm_linear_options lo;
+    tgemm_linear_options_default(&lo);
+    lo.route = TGEMM_ROUTE_LIBRARY;
+    lo.kernel = cands[substituted].name;
+    tgemm_linear_info info;
+    CHECK_OK(tgemm_linear(ctx, &x, weight, p->bias ? &bias : NULL, &y, &lo, &info));
+    CHECK(strcmp(info.reason, "fallback") == 0 && strcmp(info.kernel, cands[substituted].name) != 0,
+          "linear with %s on operands it does not fit: reason \"%s\", kernel %s",
+          cands[substituted].name, info.reason, info.kernel);
+  }
   printf("library M=%-4lld N=%-4lld K=%-4lld x %-4s y %-4s bias %-4s ldx %-5lld off %lld: %2d "
          "kernel(s), max rel err %.3g (default %s)\n",
          (long long)m, (long long)n, (long long)k, tgemm_dtype_name(p->x_dtype),
@@ -283,7 +312,7 @@ static void check_library(tgemm_ctx *ctx, const lt_problem *p, bool all_candidat
   /* A seen shape builds nothing more. */
   uint64_t builds = tgemm__cuda_lt_cache_builds(ctx);
   for (int r = 0; r < 3; r++) {
-    tgemm__operands ops = {&x, weight, p->bias ? &bias : NULL, &y};
+    tgemm__operands ops = {&x, weight, p->bias ? &bias : NULL, &y, NULL};
     CHECK_OK(ctx->backend->run(ctx, &def, &shape, &ops));
   }
   CHECK(tgemm__cuda_lt_cache_builds(ctx) == builds, "cache rebuilt a seen shape (%llu -> %llu)",
@@ -337,7 +366,7 @@ static void check_errors(tgemm_ctx *ctx) {
   k4.route = TGEMM_ROUTE_W4A4;
   snprintf(k4.name, sizeof k4.name, "w4a4_none");
   tgemm__shape shape = {m, n, k, TGEMM_BF16, TGEMM_BF16, false};
-  tgemm__operands ops = {&x, weight, NULL, &y};
+  tgemm__operands ops = {&x, weight, NULL, &y, NULL};
   st = ctx->backend->run(ctx, &k4, &shape, &ops);
   CHECK(st == TGEMM_UNSUPPORTED && strstr(tgemm_ctx_last_error(ctx), "MXFP4"),
         "w4a4 run on a dense-only weight: %s \"%s\"", tgemm_status_name(st),
@@ -394,6 +423,7 @@ static void report_call_overhead(tgemm_ctx *ctx) {
 }
 
 static int run_gpu_part(void) {
+  g_fallbacks_reported = 0;
   tgemm_ctx *ctx = cuda_ctx(0);
   if (!ctx) return test_finish("test_cuda_backend");
   check_device_info(ctx);
@@ -428,6 +458,8 @@ static int run_gpu_part(void) {
     check_library(ctx, &odd[i], false);
     check_library(ctx, &odd[i], true);
   }
+  /* The staged f32-bias problems above fall back for every candidate. */
+  CHECK(g_fallbacks_reported > 0, "no candidate fell back: the fallback report went untested");
   check_errors(ctx);
   const char *quick = getenv("TGEMM_TEST_QUICK"); /* e.g. under compute-sanitizer */
   if (!quick || strcmp(quick, "1") != 0) report_call_overhead(ctx);

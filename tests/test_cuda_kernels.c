@@ -209,7 +209,7 @@ static void run_case(const test_case *tc, int index) {
 
   void *y_host = malloc(y_bytes), *y_poison = malloc(y_bytes);
   test_poison(y_poison, tc->y_dtype, (size_t)(m * n));
-  tgemm__operands ops = {&x, weight, tc->bias ? &bias : NULL, &y};
+  tgemm__operands ops = {&x, weight, tc->bias ? &bias : NULL, &y, NULL};
 
   printf("case %2d: M=%-4lld N=%-4lld K=%-4lld x %-4s y %-4s bias %-4s mode %s%s\n", index,
          (long long)m, (long long)n, (long long)k, tgemm_dtype_name(tc->x_dtype),

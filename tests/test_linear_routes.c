@@ -31,7 +31,7 @@ static void run_case(tgemm_ctx *ctx, const case_t *c) {
   if (!wt) goto out;
   CHECK(tgemm_weight_has_mxfp4(wt), "no MXFP4 form");
   const tgemm_matrix *bp = c->bias ? &bm : NULL;
-  tgemm__operands ops = {&xm, wt, bp, &ym};
+  tgemm__operands ops = {&xm, wt, bp, &ym, NULL};
   CHECK_OK(tgemm__cpu_reference_rows(&ops, TGEMM_ROUTE_REFERENCE, TGEMM_SCALE_EVEN, 0, c->m, ref));
   double tol = c->out == TGEMM_BF16 ? 1e-2 : 1e-5;
 

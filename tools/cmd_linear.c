@@ -136,7 +136,7 @@ static int reference_error(const void *x_host, const void *w_host, const void *b
   double *ref = malloc((size_t)n * sizeof(double));
   int rc = 1;
   if (ref && tgemm_weight_create(cpu, &wm, NULL, &w) == TGEMM_OK) {
-    tgemm__operands ops = {&xm, w, bias_host ? &bm : NULL, &ym};
+    tgemm__operands ops = {&xm, w, bias_host ? &bm : NULL, &ym, NULL};
     int64_t rows = m < 64 ? m : 64;
     double num = 0, den = 0;
     for (int64_t r = 0; r < rows; r++) {

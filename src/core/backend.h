@@ -38,6 +38,11 @@ typedef struct tgemm__operands {
   const struct tgemm_weight *w;
   const tgemm_matrix *bias; /* NULL when absent */
   const tgemm_matrix *y;
+  /* Optional (may be NULL): where a backend that runs another kernel than
+   * the one asked for names the kernel that ran; untouched otherwise.  The
+   * CUDA backend does so when a tuned cuBLASLt algorithm does not fit these
+   * operands (alignment, leading dimensions) and the heuristic's runs. */
+  struct tgemm__kernel *ran;
 } tgemm__operands;
 
 /* The table's device key (DESIGN.md §5). */

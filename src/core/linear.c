@@ -79,13 +79,16 @@ tgemm_status tgemm_linear(tgemm_ctx *ctx, const tgemm_matrix *x, const tgemm_wei
   const char *reason = "default";
   st = tgemm__route_select_cached(ctx, &shape, w, options, &kernel, &reason);
   if (st != TGEMM_OK) return st;
-  tgemm__operands ops = {x, w, bias, y};
+  tgemm__kernel ran;
+  ran.name[0] = '\0';
+  tgemm__operands ops = {x, w, bias, y, &ran};
   st = ctx->backend->run(ctx, &kernel, &shape, &ops);
   if (st != TGEMM_OK) return st;
   if (info) {
+    const bool substituted = ran.name[0] != '\0';
     info->route = kernel.route;
-    snprintf(info->kernel, sizeof info->kernel, "%s", kernel.name);
-    snprintf(info->reason, sizeof info->reason, "%s", reason);
+    snprintf(info->kernel, sizeof info->kernel, "%s", substituted ? ran.name : kernel.name);
+    snprintf(info->reason, sizeof info->reason, "%s", substituted ? "fallback" : reason);
   }
   return TGEMM_OK;
 }

@@ -537,9 +537,11 @@ tgemm_status tgemm__lt_gemm_validate(tgemm_ctx *ctx, tgemm__lt_gemm *g, const tg
 }
 
 /* The algorithm for one call on entry e: the caller's when it fits these
- * operands (checked once per entry and algo), else the heuristic's. */
+ * operands (checked once per entry and algo), else the heuristic's, which
+ * is then described in *ran (when not NULL). */
 static tgemm_status pick_algo(tgemm_ctx *ctx, tgemm__lt_gemm *g, lt_entry *e,
-                              const tgemm__kernel *kernel, const cublasLtMatmulAlgo_t **algo) {
+                              const tgemm__kernel *kernel, const cublasLtMatmulAlgo_t **algo,
+                              tgemm__kernel *ran) {
   if (kernel && kernel->has_algo) {
     if (!e->has_checked || memcmp(&e->checked, kernel->algo, sizeof e->checked) != 0) {
       memcpy(&e->checked, kernel->algo, sizeof e->checked);
@@ -561,7 +563,10 @@ static tgemm_status pick_algo(tgemm_ctx *ctx, tgemm__lt_gemm *g, lt_entry *e,
   if (!e->has_top)
     return lt_fail(ctx, e->top_status, "cublasLtMatmulAlgoGetHeuristic", &e->key,
                    "no algorithm");
-  if (kernel && kernel->has_algo) g->fallbacks++;
+  if (kernel && kernel->has_algo) {
+    g->fallbacks++;
+    if (ran) kernel_from_algo(g->api, &e->top, false, ran);
+  }
   *algo = &e->top;
   return TGEMM_OK;
 }
@@ -589,7 +594,7 @@ static tgemm_status matmul(tgemm_ctx *ctx, tgemm__lt_gemm *g, lt_entry *e,
 }
 
 tgemm_status tgemm__lt_gemm_run(tgemm_ctx *ctx, tgemm__lt_gemm *g, const tgemm__kernel *kernel,
-                                const tgemm__cuda_gemm_args *a) {
+                                const tgemm__cuda_gemm_args *a, tgemm__kernel *ran) {
   if (a->w_dtype != a->x_dtype || !a->w)
     return tgemm__set_error(ctx, TGEMM_UNSUPPORTED,
                             "cuBLASLt route: needs a dense weight of x's dtype (x %s, W %s)",
@@ -618,7 +623,7 @@ tgemm_status tgemm__lt_gemm_run(tgemm_ctx *ctx, tgemm__lt_gemm *g, const tgemm__
     key.align_d = align_of(a->y, a->ldy * dtype_bytes(a->y_dtype));
     key.align_bias = a->bias ? align_of(a->bias, 0) : LT_MAX_ALIGN;
     if ((st = entry_get(ctx, g, &key, &e)) != TGEMM_OK) return st;
-    if ((st = pick_algo(ctx, g, e, kernel, &algo)) != TGEMM_OK) return st;
+    if ((st = pick_algo(ctx, g, e, kernel, &algo, ran)) != TGEMM_OK) return st;
     return matmul(ctx, g, e, algo, a->x, a->w, a->bias, a->y, a->stream);
   }
 
@@ -639,7 +644,7 @@ tgemm_status tgemm__lt_gemm_run(tgemm_ctx *ctx, tgemm__lt_gemm *g, const tgemm__
     key.m = chunk;
     key.align_x = align_of(x, a->ldx * xb);
     if ((st = entry_get(ctx, g, &key, &e)) != TGEMM_OK) return st;
-    if ((st = pick_algo(ctx, g, e, kernel, &algo)) != TGEMM_OK) return st;
+    if ((st = pick_algo(ctx, g, e, kernel, &algo, ran)) != TGEMM_OK) return st;
     if ((st = matmul(ctx, g, e, algo, x, a->w, NULL, g->scratch, a->stream)) != TGEMM_OK)
       return st;
     char *y = (char *)a->y + (size_t)(m0 * a->ldy * dtype_bytes(a->y_dtype));

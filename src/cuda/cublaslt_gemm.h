@@ -67,11 +67,12 @@ tgemm_status tgemm__lt_gemm_validate(tgemm_ctx *ctx, tgemm__lt_gemm *gemm,
 /* One call.  With kernel->has_algo that algorithm runs, after a check that
  * is remembered per cache entry; an algorithm that does not fit these
  * operands (other leading dimensions, weaker alignment, staged output)
- * falls back to the heuristic's choice with one warning.  Without it, the
+ * falls back to the heuristic's choice with one warning, and then names it
+ * in *ran (when ran is not NULL; untouched otherwise).  Without it, the
  * heuristic's cached first choice runs.  No allocation, no
  * synchronization, no device reads. */
 tgemm_status tgemm__lt_gemm_run(tgemm_ctx *ctx, tgemm__lt_gemm *gemm, const tgemm__kernel *kernel,
-                                const tgemm__cuda_gemm_args *args);
+                                const tgemm__cuda_gemm_args *args, tgemm__kernel *ran);
 
 /* How many cache entries were built so far (tests: a repeated shape must
  * not build again). */

@@ -366,7 +366,7 @@ static tgemm_status cuda_run(tgemm_ctx *ctx, const tgemm__kernel *kernel,
 
   cudaError_t err;
   switch (kernel->route) {
-    case TGEMM_ROUTE_LIBRARY: return tgemm__lt_gemm_run(ctx, st->gemm, kernel, &a);
+    case TGEMM_ROUTE_LIBRARY: return tgemm__lt_gemm_run(ctx, st->gemm, kernel, &a, ops->ran);
     case TGEMM_ROUTE_REFERENCE: err = tgemm__reference_gemm_cuda(&a); break;
     case TGEMM_ROUTE_SKINNY:
     case TGEMM_ROUTE_W4A16:

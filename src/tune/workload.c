@@ -321,7 +321,7 @@ static tgemm_status reference(tgemm_ctx *ctx, tgemm__workload *wl, tgemm_route r
     hw.has_mxfp4 = true;
     hw.mxfp4 = tgemm_matrix_mxfp4(wl->hw_packed, wl->hw_scales, s->n, s->k, TGEMM_HOST);
   }
-  tgemm__operands ops = {&hx, &hw, s->has_bias ? &hbias : NULL, NULL};
+  tgemm__operands ops = {&hx, &hw, s->has_bias ? &hbias : NULL, NULL, NULL};
   tgemm_status st = tgemm__cpu_reference_rows(&ops, route, wl->mode, 0, wl->n_check, ref);
   if (st != TGEMM_OK) {
     free(ref);
@@ -361,9 +361,19 @@ tgemm_status tgemm__workload_error2(tgemm_ctx *ctx, tgemm__workload *wl, const t
                             tgemm_route_name(route));
   tgemm_status st = tgemm__workload_poison_y(ctx, wl);
   if (st != TGEMM_OK) return st;
-  st = ctx->backend->run(ctx, kernel, s, &wl->sets[0]);
+  tgemm__operands ops = wl->sets[0];
+  tgemm__kernel ran;
+  ran.name[0] = '\0';
+  ops.ran = &ran;
+  st = ctx->backend->run(ctx, kernel, s, &ops);
   if (st == TGEMM_OK) st = tgemm_synchronize(ctx);
   if (st != TGEMM_OK) return st;
+  /* A candidate must run as itself, or its timing would be another's. */
+  if (ran.name[0])
+    return tgemm__set_error(ctx, TGEMM_UNSUPPORTED,
+                            "workload_error: %s does not fit the workload's operands; %s ran "
+                            "instead",
+                            kernel->name, ran.name);
 
   size_t row_bytes = (size_t)s->n * tgemm_dtype_size(s->out_dtype);
   if (!wl->hy_rows && !(wl->hy_rows = malloc((size_t)wl->n_check * row_bytes)))

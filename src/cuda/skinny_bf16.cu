@@ -241,7 +241,7 @@ struct skinny_config {
   X(8, 4, 2, 0, 0) X(4, 1, 2, 0, 0) X(4, 1, 4, 0, 0) X(4, 2, 4, 0, 0) X(16, 1, 2, 0, 0)     \
   X(16, 1, 4, 0, 0) X(16, 2, 2, 0, 0) X(8, 1, 2, 4, 0) X(8, 2, 1, 4, 0) X(8, 1, 2, 4, 1)    \
   X(8, 2, 1, 4, 1) X(8, 1, 2, 2, 1) X(16, 1, 2, 2, 1) X(4, 1, 2, 4, 1) X(8, 1, 4, 2, 1)     \
-  X(4, 2, 2, 2, 1) X(16, 1, 1, 4, 1) X(8, 1, 2, 3, 1) X(4, 2, 2, 3, 1) X(16, 1, 2, 3, 1)
+  X(4, 2, 2, 2, 1) X(16, 1, 1, 4, 1) X(4, 2, 2, 3, 1) X(16, 1, 2, 3, 1)
 
 #define TGEMM_SKINNY_ROW(W, T, U, ST, XR) {W, T, U, ST, XR},
 const int kConfigs[][5] = {TGEMM_SKINNY_CONFIGS(TGEMM_SKINNY_ROW)};
@@ -295,18 +295,18 @@ bool config_useful(const tgemm__shape *s, skinny_config cfg) {
 /* The built-in choice (candidates[0]).  A rule read off the tuner runs of
  * 2026-11-24 on the H100 (bench/device/suite.sh route skinny: every
  * candidate timed on the nine DeepSeek-V3 projections x M = 1..16, cold
- * L2); on that run it is within 0.5% of the fastest candidate at each of
- * the 45 points.  x goes through the ring ("_xr") everywhere but on long
- * rows and on the small short-row weight:
- * - fewer 16-row tiles than half the SMs (N = 576): 16 warps on a 4-deep
- *   ring of single k steps up to M = 4, then 8 warps of two steps (split
- *   2 from M = 9);
+ * L2); on the last of them it is within 1% of the fastest candidate at
+ * each of the 45 points.  x goes through the ring ("_xr") everywhere but
+ * on long rows and on the small short-row weight:
+ * - fewer 16-row tiles than half the SMs (N = 576): 16 warps of two k
+ *   steps on a 3-deep ring; from M = 9, 8 warps on a 4-deep ring, split 2;
  * - at most one tile per SM (N <= 2112): 8 warps, 4 steps on a 2-deep ring
  *   (2 steps on a 4-deep ring from M = 9);
  * - long rows (K >= 8192): register double buffers, 8 warps of 4 steps,
  *   two tiles from M = 9;
  * - short rows (K <= 1024): very tall weights (>= 1024 tiles) 8 warps of
- *   2 steps on a 2-deep ring (4 warps of two tiles from M = 9); else 8
+ *   2 steps on a 2-deep ring (from M = 9, 4 warps of two tiles on a
+ *   3-deep ring: both of a warp's batches in flight at once); else 8
  *   warps with register double buffers (4 warps on a 4-deep ring from
  *   M = 9);
  * - otherwise (K = 1536..2048 here) 2 k steps: up to M = 8 on a 2-deep
@@ -318,9 +318,7 @@ skinny_config default_config(const tgemm__shape *s, int sm_count) {
   const bool wide_m = s->m > 8;
   skinny_config cfg;
   if (2 * tiles16 < sm_count) {
-    cfg = s->m <= 4 ? skinny_config{16, 1, 1, 4, 1, 1}
-          : wide_m  ? skinny_config{8, 1, 2, 4, 2, 1}
-                    : skinny_config{8, 1, 2, 4, 1, 1};
+    cfg = wide_m ? skinny_config{8, 1, 2, 4, 2, 1} : skinny_config{16, 1, 2, 3, 1, 1};
     while (cfg.split > 1 && !config_useful(s, cfg)) cfg.split /= 2;
   } else if (tiles16 <= sm_count) {
     cfg = wide_m ? skinny_config{8, 1, 2, 4, 1, 1} : skinny_config{8, 1, 4, 2, 1, 1};
@@ -328,7 +326,7 @@ skinny_config default_config(const tgemm__shape *s, int sm_count) {
     cfg = skinny_config{8, wide_m ? 2 : 1, 4, 0, 1, 0};
   } else if (s->k <= 1024) {
     if (tiles16 >= 1024)
-      cfg = wide_m ? skinny_config{4, 2, 2, 2, 1, 1} : skinny_config{8, 1, 2, 2, 1, 1};
+      cfg = wide_m ? skinny_config{4, 2, 2, 3, 1, 1} : skinny_config{8, 1, 2, 2, 1, 1};
     else
       cfg = wide_m ? skinny_config{4, 1, 2, 4, 1, 1} : skinny_config{8, 1, 2, 0, 1, 0};
   } else if (tiles16 <= 2LL * sm_count) {

@@ -368,30 +368,38 @@ bool config_useful(const tgemm__shape *s, w4_config cfg) {
 /* The built-in choice (candidates[0]).  A rule read off the tuner runs of
  * 2026-11-24 on the H100 (bench/device/suite.sh route w4a16: every
  * candidate timed on the nine DeepSeek-V3 projections x M = 1..16).  x goes
- * through the ring ("_xr") everywhere but on tall short rows (kv_b):
+ * through the ring ("_xr") everywhere but on tall short rows (kv_b) and on
+ * long rows (o_proj) up to M = 8:
  * - fewer 16-row tiles than half the SMs (N = 576): 4 warps, split 8 at
- *   M <= 8, else 16 warps;
+ *   M <= 8, else 8 warps on a 4-deep ring, split 2;
  * - at most one tile per SM (N <= 2112): 16 warps on a 2-deep ring;
  * - very tall weights (>= 1024 tiles): short rows (K <= 1024) 4 warps of
  *   two tiles with x read directly; else four tiles a warp (two at M > 8);
+ * - long rows (K >= 8192): 8 warps of two tiles, x read directly; from
+ *   M = 9, 4 warps of four tiles with x in the ring, split 2;
  * - other short rows: 4 warps of one tile on a 4-deep ring;
- * - otherwise 8 warps of two tiles on a 2-deep ring. */
+ * - otherwise 4 warps of one tile on a 4-deep ring up to two tiles per SM,
+ *   else 8 warps of two tiles on a 2-deep ring. */
 w4_config default_config(const tgemm__shape *s, int sm_count) {
   const long long tiles16 = (s->n + 15) / 16;
+  const bool wide_m = s->m > 8;
   w4_config cfg;
   if (2 * tiles16 < sm_count) {
-    cfg = s->m <= 8 ? w4_config{4, 1, 1, 4, 8, 1} : w4_config{16, 1, 1, 2, 1, 1};
+    cfg = wide_m ? w4_config{8, 1, 1, 4, 2, 1} : w4_config{4, 1, 1, 4, 8, 1};
     while (cfg.split > 1 && !config_useful(s, cfg)) cfg.split /= 2;
   } else if (tiles16 <= sm_count) {
     cfg = w4_config{16, 1, 1, 2, 1, 1};
   } else if (tiles16 >= 1024) {
     if (s->k <= 1024) cfg = w4_config{4, 2, 1, 2, 1, 0};
-    else cfg = w4_config{4, s->m <= 8 ? 4 : 2, 1, 2, 1, 1};
-  } else if (s->k <= 1024) {
+    else cfg = w4_config{4, wide_m ? 2 : 4, 1, 2, 1, 1};
+  } else if (s->k >= 8192) {
+    cfg = wide_m ? w4_config{4, 4, 1, 2, 2, 1} : w4_config{8, 2, 1, 2, 1, 0};
+  } else if (s->k <= 1024 || tiles16 <= 2LL * sm_count) {
     cfg = w4_config{4, 1, 1, 4, 1, 1};
   } else {
     cfg = w4_config{8, 2, 1, 2, 1, 1};
   }
+  if (!config_useful(s, cfg)) cfg = w4_config{8, 2, 1, 2, 1, 0}; /* rings too large */
   return cfg;
 }
 

@@ -7,6 +7,8 @@
 
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "cuda/cuda_args.h"
 #include "cuda/smem_limit.cuh"
@@ -236,7 +238,73 @@ struct x_ring_copy {
 
 }  // namespace tgemm_decode
 
-/* ---- Host side of a decode launch ------------------------------------- */
+/* ---- Host side: configurations, candidates, launch --------------------- */
+
+namespace tgemm_decode {
+
+/* One decode kernel: warps per block, 16-row tiles per warp, k steps per
+ * batch, cp.async ring depth (0: register double buffer), cluster split
+ * of K, and x through the ring. */
+struct config {
+  int warps, tiles, unroll, stages, split, x_ring;
+};
+
+/* The cluster splits every instantiated kernel is offered with. */
+constexpr int kSplits[] = {1, 2, 4, 8};
+
+/* A kernel's name, "<prefix>_w<warps>_t<tiles>_u<unroll>_p<stages>_s<split>"
+ * plus "_xr" with x in the ring, and its params[0..5] = warps, tiles,
+ * unroll, split, stages, x_ring. */
+static inline void fill_kernel(tgemm__kernel *out, tgemm_route route, const char *prefix,
+                               config cfg) {
+  memset(out, 0, sizeof *out);
+  out->route = route;
+  snprintf(out->name, sizeof out->name, "%s_w%d_t%d_u%d_p%d_s%d%s", prefix, cfg.warps, cfg.tiles,
+           cfg.unroll, cfg.stages, cfg.split, cfg.x_ring ? "_xr" : "");
+  out->params[0] = cfg.warps;
+  out->params[1] = cfg.tiles;
+  out->params[2] = cfg.unroll;
+  out->params[3] = cfg.split;
+  out->params[4] = cfg.stages;
+  out->params[5] = cfg.x_ring;
+}
+
+/* The configuration a kernel's params describe (see fill_kernel). */
+static inline config config_of(const tgemm__kernel *kernel) {
+  return config{kernel->params[0], kernel->params[1], kernel->params[2],
+                kernel->params[4], kernel->params[3], kernel->params[5]};
+}
+
+/* Is cfg an instantiated kernel of `table` ({warps, tiles, unroll, stages,
+ * x_ring} rows) with one of kSplits? */
+template <size_t N>
+static bool config_known(const int (&table)[N][5], config cfg) {
+  bool kernel = false, split = false;
+  for (const auto &kc : table)
+    kernel |= kc[0] == cfg.warps && kc[1] == cfg.tiles && kc[2] == cfg.unroll &&
+              kc[3] == cfg.stages && kc[4] == cfg.x_ring;
+  for (int sp : kSplits) split |= sp == cfg.split;
+  return kernel && split;
+}
+
+/* The candidates of a shape: `best` first, then every row of `table` with
+ * every split that useful(cfg) accepts.  Returns how many were written. */
+template <size_t N, typename Useful>
+static int list_candidates(const int (&table)[N][5], config best, tgemm_route route,
+                           const char *prefix, Useful useful, tgemm__kernel *out, int cap) {
+  int count = 0;
+  fill_kernel(&out[count++], route, prefix, best);
+  for (const auto &kc : table)
+    for (int sp : kSplits) {
+      if (count >= cap) return count;
+      const config cfg = {kc[0], kc[1], kc[2], kc[3], sp, kc[4]};
+      if (!memcmp(&cfg, &best, sizeof cfg) || !useful(cfg)) continue;
+      fill_kernel(&out[count++], route, prefix, cfg);
+    }
+  return count;
+}
+
+}  // namespace tgemm_decode
 
 /* The epilogue of a call. */
 static inline tgemm_decode::epilogue tgemm__decode_epilogue(const tgemm__cuda_gemm_args *args) {

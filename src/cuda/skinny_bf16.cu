@@ -226,9 +226,7 @@ __global__ void __launch_bounds__(WARPS * 32)
 
 typedef void (*kernel_fn)(skinny_args);
 
-struct skinny_config {
-  int warps, tiles, unroll, stages, split, x_ring;
-};
+using tgemm_decode::config;
 
 /* The instantiated kernels {warps, tiles, unroll, stages, x in the ring};
  * candidates() offers each with every useful split that fits in shared
@@ -246,9 +244,8 @@ struct skinny_config {
 #define TGEMM_SKINNY_ROW(W, T, U, ST, XR) {W, T, U, ST, XR},
 const int kConfigs[][5] = {TGEMM_SKINNY_CONFIGS(TGEMM_SKINNY_ROW)};
 #undef TGEMM_SKINNY_ROW
-const int kSplit[] = {1, 2, 4, 8};
 
-kernel_fn find_vec_kernel(int mt, skinny_config cfg) {
+kernel_fn find_vec_kernel(int mt, config cfg) {
 #define TGEMM_SKINNY_FIND(W, T, U, ST, XR)                                       \
   if (cfg.warps == W && cfg.tiles == T && cfg.unroll == U && cfg.stages == ST && \
       cfg.x_ring == XR)                                                          \
@@ -260,24 +257,15 @@ kernel_fn find_vec_kernel(int mt, skinny_config cfg) {
 }
 
 /* The element-load fallback for unaligned operands: one configuration. */
-const skinny_config kSafe = {4, 1, 2, 0, 1, 0};
+const config kSafe = {4, 1, 2, 0, 1, 0};
 kernel_fn find_safe_kernel(int mt) {
   return mt == 1 ? skinny_bf16_kernel<1, 4, 1, 2, 0, false, false>
                  : skinny_bf16_kernel<2, 4, 1, 2, 0, false, false>;
 }
 
-bool config_known(skinny_config cfg) {
-  bool kernel = false, split = false;
-  for (const auto &kc : kConfigs)
-    kernel |= kc[0] == cfg.warps && kc[1] == cfg.tiles && kc[2] == cfg.unroll &&
-              kc[3] == cfg.stages && kc[4] == cfg.x_ring;
-  for (int sp : kSplit) split |= sp == cfg.split;
-  return kernel && split;
-}
-
 /* Dynamic shared memory: the weight (and x) rings, or the reduction buffer
  * if larger. */
-size_t smem_bytes(skinny_config cfg, int mt) {
+size_t smem_bytes(config cfg, int mt) {
   size_t ring = (size_t)cfg.warps * cfg.stages * cfg.tiles * cfg.unroll * 2 * 32 * 16;
   if (cfg.x_ring) ring += (size_t)cfg.warps * cfg.stages * mt * 8 * 4 * cfg.unroll * 16;
   size_t red = (size_t)cfg.warps * cfg.tiles * mt * 4 * 32 * 4;
@@ -286,7 +274,7 @@ size_t smem_bytes(skinny_config cfg, int mt) {
 
 /* Each worker (warp of the cluster) must get at least one k batch, and the
  * rings must fit. */
-bool config_useful(const tgemm__shape *s, skinny_config cfg) {
+bool config_useful(const tgemm__shape *s, config cfg) {
   long long batches = (s->k + 32LL * cfg.unroll - 1) / (32LL * cfg.unroll);
   if (smem_bytes(cfg, s->m > 8 ? 2 : 1) > tgemm_decode::kMaxSmem) return false;
   return cfg.split == 1 || batches >= (long long)cfg.split * cfg.warps;
@@ -313,44 +301,31 @@ bool config_useful(const tgemm__shape *s, skinny_config cfg) {
  *   ring, 8 warps up to two tiles per SM, else 16 warps; from M = 9, 4
  *   warps on a 4-deep ring up to two tiles per SM, 8 warps on a 2-deep
  *   ring from 1024 tiles, and 4 warps of two tiles between. */
-skinny_config default_config(const tgemm__shape *s, int sm_count) {
+config default_config(const tgemm__shape *s, int sm_count) {
   const long long tiles16 = (s->n + 15) / 16;
   const bool wide_m = s->m > 8;
-  skinny_config cfg;
+  config cfg;
   if (2 * tiles16 < sm_count) {
-    cfg = wide_m ? skinny_config{8, 1, 2, 4, 2, 1} : skinny_config{16, 1, 2, 3, 1, 1};
+    cfg = wide_m ? config{8, 1, 2, 4, 2, 1} : config{16, 1, 2, 3, 1, 1};
     while (cfg.split > 1 && !config_useful(s, cfg)) cfg.split /= 2;
   } else if (tiles16 <= sm_count) {
-    cfg = wide_m ? skinny_config{8, 1, 2, 4, 1, 1} : skinny_config{8, 1, 4, 2, 1, 1};
+    cfg = wide_m ? config{8, 1, 2, 4, 1, 1} : config{8, 1, 4, 2, 1, 1};
   } else if (s->k >= 8192) {
-    cfg = skinny_config{8, wide_m ? 2 : 1, 4, 0, 1, 0};
+    cfg = config{8, wide_m ? 2 : 1, 4, 0, 1, 0};
   } else if (s->k <= 1024) {
     if (tiles16 >= 1024)
-      cfg = wide_m ? skinny_config{4, 2, 2, 3, 1, 1} : skinny_config{8, 1, 2, 2, 1, 1};
+      cfg = wide_m ? config{4, 2, 2, 3, 1, 1} : config{8, 1, 2, 2, 1, 1};
     else
-      cfg = wide_m ? skinny_config{4, 1, 2, 4, 1, 1} : skinny_config{8, 1, 2, 0, 1, 0};
+      cfg = wide_m ? config{4, 1, 2, 4, 1, 1} : config{8, 1, 2, 0, 1, 0};
   } else if (tiles16 <= 2LL * sm_count) {
-    cfg = wide_m ? skinny_config{4, 1, 2, 4, 1, 1} : skinny_config{8, 1, 2, 2, 1, 1};
+    cfg = wide_m ? config{4, 1, 2, 4, 1, 1} : config{8, 1, 2, 2, 1, 1};
   } else if (tiles16 >= 1024) {
-    cfg = wide_m ? skinny_config{8, 1, 2, 2, 1, 1} : skinny_config{16, 1, 2, 2, 1, 1};
+    cfg = wide_m ? config{8, 1, 2, 2, 1, 1} : config{16, 1, 2, 2, 1, 1};
   } else {
-    cfg = wide_m ? skinny_config{4, 2, 2, 2, 1, 1} : skinny_config{16, 1, 2, 2, 1, 1};
+    cfg = wide_m ? config{4, 2, 2, 2, 1, 1} : config{16, 1, 2, 2, 1, 1};
   }
-  if (!config_useful(s, cfg)) cfg = skinny_config{8, 1, 2, 0, 1, 0}; /* rings too large */
+  if (!config_useful(s, cfg)) cfg = config{8, 1, 2, 0, 1, 0}; /* rings too large */
   return cfg;
-}
-
-void fill_kernel(tgemm__kernel *out, skinny_config cfg) {
-  memset(out, 0, sizeof *out);
-  out->route = TGEMM_ROUTE_SKINNY;
-  snprintf(out->name, sizeof out->name, "skinny_bf16_w%d_t%d_u%d_p%d_s%d%s", cfg.warps,
-           cfg.tiles, cfg.unroll, cfg.stages, cfg.split, cfg.x_ring ? "_xr" : "");
-  out->params[0] = cfg.warps;
-  out->params[1] = cfg.tiles;
-  out->params[2] = cfg.unroll;
-  out->params[3] = cfg.split;
-  out->params[4] = cfg.stages;
-  out->params[5] = cfg.x_ring;
 }
 
 bool shape_ok(const tgemm__shape *s) {
@@ -366,26 +341,18 @@ extern "C" int tgemm__skinny_bf16_candidates(const tgemm__shape *shape, int sm_c
                                              tgemm__kernel *out, int cap) {
   if (!shape_ok(shape) || !out || cap <= 0) return 0;
   if (sm_count <= 0) sm_count = 132;
-  const skinny_config best = default_config(shape, sm_count);
-  int count = 0;
-  fill_kernel(&out[count++], best);
-  for (const auto &kc : kConfigs)
-    for (int sp : kSplit) {
-      if (count >= cap) return count;
-      const skinny_config cfg = {kc[0], kc[1], kc[2], kc[3], sp, kc[4]};
-      if (!memcmp(&cfg, &best, sizeof cfg) || !config_useful(shape, cfg)) continue;
-      fill_kernel(&out[count++], cfg);
-    }
-  return count;
+  const config best = default_config(shape, sm_count);
+  return tgemm_decode::list_candidates(
+      kConfigs, best, TGEMM_ROUTE_SKINNY, "skinny_bf16",
+      [shape](config cfg) { return config_useful(shape, cfg); }, out, cap);
 }
 
 extern "C" cudaError_t tgemm__skinny_bf16_run(const tgemm__kernel *kernel,
                                               const tgemm__cuda_gemm_args *args) {
   if (!kernel || !args || kernel->route != TGEMM_ROUTE_SKINNY) return cudaErrorInvalidValue;
   if (strncmp(kernel->name, "skinny_bf16_", 12) != 0) return cudaErrorInvalidValue;
-  skinny_config cfg = {kernel->params[0], kernel->params[1], kernel->params[2],
-                       kernel->params[4], kernel->params[3], kernel->params[5]};
-  if (!config_known(cfg)) return cudaErrorInvalidValue;
+  config cfg = tgemm_decode::config_of(kernel);
+  if (!tgemm_decode::config_known(kConfigs, cfg)) return cudaErrorInvalidValue;
   const tgemm__shape shape = {args->m, args->n, args->k, args->x_dtype, args->y_dtype,
                               args->bias != NULL};
   if (!shape_ok(&shape) || args->w_dtype != TGEMM_BF16 || !args->x || !args->w || !args->y)

@@ -7,11 +7,12 @@
  * reduced through distributed shared memory: one launch, no workspace, no
  * atomics, graph-replayable.
  *
- * Kernel names: "skinny_bf16_w<warps>_t<tiles>_u<unroll>_p<stages>_s<split>",
- * params[0..4] = warps per block, 16-row tiles per warp, 32-wide K steps
- * per batch, cluster split of K, and the depth of the per-warp cp.async
- * ring in shared memory (0: a register double buffer instead).  Parameters
- * change speed only; results differ between them by f32 rounding alone. */
+ * Kernel names: "skinny_bf16_w<warps>_t<tiles>_u<unroll>_p<stages>_s<split>[_xr]",
+ * params[0..5] = warps per block, 16-row tiles per warp, 32-wide K steps
+ * per batch, cluster split of K, the depth of the per-warp cp.async ring
+ * in shared memory (0: a register double buffer instead), and 1 ("_xr")
+ * when that ring also carries x.  Parameters change speed only; results
+ * differ between them by f32 rounding alone. */
 #ifndef TGEMM_CUDA_SKINNY_BF16_CUH
 #define TGEMM_CUDA_SKINNY_BF16_CUH
 

@@ -301,9 +301,7 @@ __global__ void __launch_bounds__(WARPS * 32)
 
 typedef void (*kernel_fn)(w4_args);
 
-struct w4_config {
-  int warps, tiles, unroll, stages, split, x_ring;
-};
+using tgemm_decode::config;
 
 /* The instantiated kernels {warps, tiles, unroll, stages, x in the ring};
  * each is offered with every useful split that fits in shared memory. */
@@ -317,9 +315,8 @@ struct w4_config {
 #define TGEMM_W4S_ROW(W, T, U, ST, XR) {W, T, U, ST, XR},
 const int kConfigs[][5] = {TGEMM_W4S_CONFIGS(TGEMM_W4S_ROW)};
 #undef TGEMM_W4S_ROW
-const int kSplit[] = {1, 2, 4, 8};
 
-kernel_fn find_vec_kernel(int mt, w4_config cfg) {
+kernel_fn find_vec_kernel(int mt, config cfg) {
 #define TGEMM_W4S_FIND(W, T, U, ST, XR)                                         \
   if (cfg.warps == W && cfg.tiles == T && cfg.unroll == U && cfg.stages == ST && \
       cfg.x_ring == XR)                                                         \
@@ -331,24 +328,15 @@ kernel_fn find_vec_kernel(int mt, w4_config cfg) {
 }
 
 /* The element-load fallback for unaligned operands: one configuration. */
-const w4_config kSafe = {4, 1, 1, 0, 1, 0};
+const config kSafe = {4, 1, 1, 0, 1, 0};
 kernel_fn find_safe_kernel(int mt) {
   return mt == 1 ? w4a16_stream_kernel<1, 4, 1, 1, 0, false, false>
                  : w4a16_stream_kernel<2, 4, 1, 1, 0, false, false>;
 }
 
-bool config_known(w4_config cfg) {
-  bool kernel = false, split = false;
-  for (const auto &kc : kConfigs)
-    kernel |= kc[0] == cfg.warps && kc[1] == cfg.tiles && kc[2] == cfg.unroll &&
-              kc[3] == cfg.stages && kc[4] == cfg.x_ring;
-  for (int sp : kSplit) split |= sp == cfg.split;
-  return kernel && split;
-}
-
 /* Dynamic shared memory: weight, scale (and x) rings, or the reduction
  * buffer. */
-size_t smem_bytes(w4_config cfg, int mt) {
+size_t smem_bytes(config cfg, int mt) {
   size_t slots = (size_t)cfg.warps * cfg.stages * cfg.tiles * cfg.unroll * 2;
   size_t ring = slots * 32 * 16 + slots * 8 * 4;
   if (cfg.x_ring) ring += (size_t)cfg.warps * cfg.stages * mt * 8 * 16 * cfg.unroll * 16;
@@ -358,7 +346,7 @@ size_t smem_bytes(w4_config cfg, int mt) {
 
 /* Each worker (warp of the cluster) must get at least one batch, and the
  * rings must fit. */
-bool config_useful(const tgemm__shape *s, w4_config cfg) {
+bool config_useful(const tgemm__shape *s, config cfg) {
   long long blocks = (s->k + 31) / 32;
   long long batches = (blocks + 4LL * cfg.unroll - 1) / (4LL * cfg.unroll);
   if (smem_bytes(cfg, s->m > 8 ? 2 : 1) > tgemm_decode::kMaxSmem) return false;
@@ -380,40 +368,27 @@ bool config_useful(const tgemm__shape *s, w4_config cfg) {
  * - other short rows: 4 warps of one tile on a 4-deep ring;
  * - otherwise 4 warps of one tile on a 4-deep ring up to two tiles per SM,
  *   else 8 warps of two tiles on a 2-deep ring. */
-w4_config default_config(const tgemm__shape *s, int sm_count) {
+config default_config(const tgemm__shape *s, int sm_count) {
   const long long tiles16 = (s->n + 15) / 16;
   const bool wide_m = s->m > 8;
-  w4_config cfg;
+  config cfg;
   if (2 * tiles16 < sm_count) {
-    cfg = wide_m ? w4_config{8, 1, 1, 4, 2, 1} : w4_config{4, 1, 1, 4, 8, 1};
+    cfg = wide_m ? config{8, 1, 1, 4, 2, 1} : config{4, 1, 1, 4, 8, 1};
     while (cfg.split > 1 && !config_useful(s, cfg)) cfg.split /= 2;
   } else if (tiles16 <= sm_count) {
-    cfg = w4_config{16, 1, 1, 2, 1, 1};
+    cfg = config{16, 1, 1, 2, 1, 1};
   } else if (tiles16 >= 1024) {
-    if (s->k <= 1024) cfg = w4_config{4, 2, 1, 2, 1, 0};
-    else cfg = w4_config{4, wide_m ? 2 : 4, 1, 2, 1, 1};
+    if (s->k <= 1024) cfg = config{4, 2, 1, 2, 1, 0};
+    else cfg = config{4, wide_m ? 2 : 4, 1, 2, 1, 1};
   } else if (s->k >= 8192) {
-    cfg = wide_m ? w4_config{4, 4, 1, 2, 2, 1} : w4_config{8, 2, 1, 2, 1, 0};
+    cfg = wide_m ? config{4, 4, 1, 2, 2, 1} : config{8, 2, 1, 2, 1, 0};
   } else if (s->k <= 1024 || tiles16 <= 2LL * sm_count) {
-    cfg = w4_config{4, 1, 1, 4, 1, 1};
+    cfg = config{4, 1, 1, 4, 1, 1};
   } else {
-    cfg = w4_config{8, 2, 1, 2, 1, 1};
+    cfg = config{8, 2, 1, 2, 1, 1};
   }
-  if (!config_useful(s, cfg)) cfg = w4_config{8, 2, 1, 2, 1, 0}; /* rings too large */
+  if (!config_useful(s, cfg)) cfg = config{8, 2, 1, 2, 1, 0}; /* rings too large */
   return cfg;
-}
-
-void fill_kernel(tgemm__kernel *out, w4_config cfg) {
-  memset(out, 0, sizeof *out);
-  out->route = TGEMM_ROUTE_W4A16;
-  snprintf(out->name, sizeof out->name, "w4a16_stream_w%d_t%d_u%d_p%d_s%d%s", cfg.warps,
-           cfg.tiles, cfg.unroll, cfg.stages, cfg.split, cfg.x_ring ? "_xr" : "");
-  out->params[0] = cfg.warps;
-  out->params[1] = cfg.tiles;
-  out->params[2] = cfg.unroll;
-  out->params[3] = cfg.split;
-  out->params[4] = cfg.stages;
-  out->params[5] = cfg.x_ring;
 }
 
 bool shape_ok(const tgemm__shape *s) {
@@ -429,26 +404,18 @@ extern "C" int tgemm__w4a16_stream_candidates(const tgemm__shape *shape, int sm_
                                               tgemm__kernel *out, int cap) {
   if (!shape_ok(shape) || !out || cap <= 0) return 0;
   if (sm_count <= 0) sm_count = 132;
-  const w4_config best = default_config(shape, sm_count);
-  int count = 0;
-  fill_kernel(&out[count++], best);
-  for (const auto &kc : kConfigs)
-    for (int sp : kSplit) {
-      if (count >= cap) return count;
-      const w4_config cfg = {kc[0], kc[1], kc[2], kc[3], sp, kc[4]};
-      if (!memcmp(&cfg, &best, sizeof cfg) || !config_useful(shape, cfg)) continue;
-      fill_kernel(&out[count++], cfg);
-    }
-  return count;
+  const config best = default_config(shape, sm_count);
+  return tgemm_decode::list_candidates(
+      kConfigs, best, TGEMM_ROUTE_W4A16, "w4a16_stream",
+      [shape](config cfg) { return config_useful(shape, cfg); }, out, cap);
 }
 
 extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
                                                const tgemm__cuda_gemm_args *args) {
   if (!kernel || !args || kernel->route != TGEMM_ROUTE_W4A16) return cudaErrorInvalidValue;
   if (strncmp(kernel->name, "w4a16_stream_", 13) != 0) return cudaErrorInvalidValue;
-  w4_config cfg = {kernel->params[0], kernel->params[1], kernel->params[2], kernel->params[4],
-                   kernel->params[3], kernel->params[5]};
-  if (!config_known(cfg)) return cudaErrorInvalidValue;
+  config cfg = tgemm_decode::config_of(kernel);
+  if (!tgemm_decode::config_known(kConfigs, cfg)) return cudaErrorInvalidValue;
   const tgemm__shape shape = {args->m, args->n, args->k, args->x_dtype, args->y_dtype,
                               args->bias != NULL};
   if (!shape_ok(&shape) || !args->x || !args->w_packed || !args->w_scales || !args->y)

@@ -178,11 +178,11 @@ typedef struct lt_problem {
   int64_t x_offset; /* elements between the allocation and x (misalignment) */
 } lt_problem;
 
-/* Run every library candidate (or the router's default, when
- * all_candidates is false) and compare with the double reference. */
 /* Problems on which tgemm_linear reported a fallback (check_library). */
 static int g_fallbacks_reported;
 
+/* Run every library candidate (or the router's default, when
+ * all_candidates is false) and compare with the double reference. */
 static void check_library(tgemm_ctx *ctx, const lt_problem *p, bool all_candidates) {
   const int64_t m = p->m, n = p->n, k = p->k, ldx = k + p->ldx_pad;
   size_t xs = tgemm_dtype_size(p->x_dtype), ys = tgemm_dtype_size(p->y_dtype);

@@ -418,14 +418,19 @@ static int build_cases(test_case *cases, bool reduced) {
     if (!reduced || i == 0) cases[count++] = big[i];
   /* Tall decode shapes: many row tiles per SM, N not a multiple of 8, K
    * tails of 1, 8 and 4 elements; weights of 2^12 (MXFP4 scales above
-   * 2^1, the decoders' second-multiply path) and of 2^-100. */
+   * 2^1, the decoders' second-multiply path) and of 2^-100.  The last two
+   * have K a multiple of 8 (16-byte rows: the vector and ring kernels run)
+   * and long enough that every warp's cp.async ring wraps several times
+   * before a K tail of 8 elements: N=576 also takes the cluster splits. */
   const test_case tall[] = {
       {3, 3300, 1537, TGEMM_BF16, TGEMM_BF16, 1, 4096.0f},
       {12, 6500, 200, TGEMM_BF16, TGEMM_F32, 2, 1.0f},
       {16, 2200, 4100, TGEMM_BF16, TGEMM_BF16, 0, 0x1p-100f},
+      {13, 576, 7176, TGEMM_BF16, TGEMM_BF16, 2, 1.0f},
+      {5, 3000, 2056, TGEMM_BF16, TGEMM_F32, 0, 1.0f},
   };
   for (size_t i = 0; i < sizeof tall / sizeof tall[0]; i++)
-    if (!reduced || i == 0) cases[count++] = tall[i];
+    if (!reduced || i == 0 || i == 3) cases[count++] = tall[i];
   return count;
 }
 

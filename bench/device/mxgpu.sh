@@ -18,9 +18,8 @@ KSRCS="src/cuda/mxfp4_quant.cu src/cuda/w4a16_mma.cu src/cuda/w4a4.cu"
 [ -f src/cuda/w4a16_stream.cu ] && KSRCS="$KSRCS src/cuda/w4a16_stream.cu"
 REF=""
 [ -f src/mxfp4/mxfp4_ref.c ] && REF=src/mxfp4/mxfp4_ref.c
-HDRS=$(ls src/cuda/mxfp4_device.cuh src/cuda/mxfp4_quant.cuh src/cuda/w4a16.cuh src/cuda/w4a4.cuh \
-  src/cuda/w4a16_stream.cuh src/cuda/skinny_bf16.cuh 2>/dev/null)
-HASH=$(cat bench/device/mxgpu_harness.cu bench/device/cuda_check.cuh $KSRCS $REF $HDRS src/cuda/cuda_args.h \
+HDRS=$(ls src/cuda/*.cuh src/cuda/*.h) # every header a kernel may include
+HASH=$(cat bench/device/mxgpu_harness.cu bench/device/cuda_check.cuh $KSRCS $REF $HDRS \
   src/core/backend.h src/core/dtype_convert.h include/tgemm.h bench/device/mxgpu.sh |
   sha256sum | cut -c1-16)
 mkdir -p $B

@@ -14,7 +14,7 @@ NVCC=${NVCC:-nvcc}
 command -v "$NVCC" >/dev/null || NVCC=/usr/local/cuda/bin/nvcc
 FLAGS="-O3 -arch=sm_90 -std=c++17 -I include -I src"
 SRCS="bench/device/skinny_harness.cu src/cuda/skinny_bf16.cu src/cuda/w4a16_stream.cu"
-HASH=$(cat $SRCS bench/device/cuda_check.cuh src/cuda/skinny_bf16.cuh src/cuda/w4a16_stream.cuh src/cuda/cuda_args.h \
+HASH=$(cat $SRCS bench/device/cuda_check.cuh src/cuda/*.cuh src/cuda/*.h \
   src/core/backend.h include/tgemm.h bench/device/skinny.sh | sha256sum | cut -c1-16)
 mkdir -p $B
 if [ ! -x $B/skinny_harness ] || [ "$(cat $B/hash 2>/dev/null)" != "$HASH" ]; then

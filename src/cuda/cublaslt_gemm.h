@@ -68,7 +68,8 @@ tgemm_status tgemm__lt_gemm_validate(tgemm_ctx *ctx, tgemm__lt_gemm *gemm,
  * is remembered per cache entry; an algorithm that does not fit these
  * operands (other leading dimensions, weaker alignment, staged output)
  * falls back to the heuristic's choice with one warning, and then names it
- * in *ran (when ran is not NULL; untouched otherwise).  Without it, the
+ * in *ran (when ran is not NULL; untouched otherwise; a staged call in row
+ * chunks names the last chunk that fell back).  Without it, the
  * heuristic's cached first choice runs.  No allocation, no
  * synchronization, no device reads. */
 tgemm_status tgemm__lt_gemm_run(tgemm_ctx *ctx, tgemm__lt_gemm *gemm, const tgemm__kernel *kernel,

@@ -195,7 +195,6 @@ __device__ __forceinline__ void reduce_and_store(const float (&acc)[R], float *r
   cluster.sync(); /* keep this block's shared memory alive for the others */
 }
 
-
 /* x through a warp's cp.async ring (the "_xr" kernels), so that it arrives
  * with the weights, stages ahead, instead of from L2 right before its MMAs.
  * A ring stage holds the batch's x as MT groups of 8 tokens, XCH 16-byte

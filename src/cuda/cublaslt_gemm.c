@@ -461,8 +461,13 @@ int tgemm__lt_gemm_candidates(tgemm_ctx *ctx, tgemm__lt_gemm *g, const tgemm__sh
   }
 
   /* Split-K: more CTAs along K for shapes too small in M and N to fill
-   * the SMs.  Partial sums in f32 (COMPUTE_TYPE) where the algo allows. */
-  static const int splits[] = {2, 4, 8, 16};
+   * the SMs.  Partial sums in f32 (COMPUTE_TYPE) where the algo allows.
+   * No split of 16: on the H100 (cuBLASLt 13.1) algo 66 with 16 splits
+   * passes cublasLtMatmulAlgoCheck but drops an 8-element K tail at K =
+   * 1032, 2056, 3080, 4104 and 7176 (relative error 0.03-0.09, found by
+   * test_cuda_kernels at M=5 N=3000 K=2056); 2, 4 and 8 were exact at all
+   * twelve K tried (tgemm tune -v, REJECTED lines). */
+  static const int splits[] = {2, 4, 8};
   int bases = 0;
   for (int i = 0; i < returned && bases < LT_SPLIT_BASES && n < cap; i++) {
     if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;

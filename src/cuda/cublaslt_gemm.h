@@ -38,8 +38,8 @@ void tgemm__lt_gemm_destroy(tgemm__lt_gemm *gemm);
 
 /* The heuristic's algorithms (up to 32, best first) for contiguous
  * operands in cudaMalloc'd buffers with a bias of y's dtype, then split-K
- * variants (2, 4, 8, 16) of the first 8 where the algorithm allows it and
- * cublasLtMatmulAlgoCheck accepts them.  Each kernel is named
+ * variants (2, 4, 8; not 16, see the .c) of the first 8 where the
+ * algorithm allows it and cublasLtMatmulAlgoCheck accepts them.  Each kernel is named
  * "lt_a<id>_t<tile>_s<stages>_k<splitk>" (plus _r<reduction>, _w<swizzle>,
  * _c<custom>, _i<inner shape>, _g<cluster> where not default), carries the
  * algo's config attributes in params and its raw 64 bytes in algo.

@@ -303,11 +303,9 @@ static int list_candidates(const int (&table)[N][5], config best, tgemm_route ro
   return count;
 }
 
-}  // namespace tgemm_decode
-
 /* The epilogue of a call. */
-static inline tgemm_decode::epilogue tgemm__decode_epilogue(const tgemm__cuda_gemm_args *args) {
-  tgemm_decode::epilogue ep;
+static inline epilogue epilogue_of(const tgemm__cuda_gemm_args *args) {
+  epilogue ep;
   ep.bias = args->bias;
   ep.bias_dtype = args->bias_dtype;
   ep.y = args->y;
@@ -319,34 +317,38 @@ static inline tgemm_decode::epilogue tgemm__decode_epilogue(const tgemm__cuda_ge
 }
 
 /* Bias absent or of a dtype the epilogue reads. */
-static inline bool tgemm__decode_bias_ok(const tgemm__cuda_gemm_args *args) {
+static inline bool bias_ok(const tgemm__cuda_gemm_args *args) {
   return !args->bias || args->bias_dtype == TGEMM_BF16 || args->bias_dtype == TGEMM_F32 ||
          args->bias_dtype == TGEMM_F16;
 }
 
 /* Launches fn over `groups` row groups, each a cluster of `split` blocks of
  * `warps` warps with `smem` bytes of dynamic shared memory (the limit is
- * raised first where needed). */
+ * raised first where needed; cudaErrorInvalidValue above kMaxSmem, e.g. an
+ * x ring too large for this M). */
 template <typename Args>
-static cudaError_t tgemm__decode_launch(void (*fn)(Args), const Args &a, long long groups,
-                                        int split, int warps, size_t smem, cudaStream_t stream) {
+static cudaError_t launch(void (*fn)(Args), const Args &a, long long groups, int split, int warps,
+                          size_t smem, cudaStream_t stream) {
+  if (smem > kMaxSmem) return cudaErrorInvalidValue;
   cudaError_t err = tgemm__ensure_smem_limit(reinterpret_cast<const void *>(fn), smem);
   if (err != cudaSuccess) return err;
-  cudaLaunchConfig_t launch = {};
-  launch.gridDim = dim3((unsigned)(groups * split));
-  launch.blockDim = dim3(32u * warps);
-  launch.dynamicSmemBytes = smem;
-  launch.stream = stream;
+  cudaLaunchConfig_t lc = {};
+  lc.gridDim = dim3((unsigned)(groups * split));
+  lc.blockDim = dim3(32u * warps);
+  lc.dynamicSmemBytes = smem;
+  lc.stream = stream;
   cudaLaunchAttribute attr[1];
   if (split > 1) {
     attr[0].id = cudaLaunchAttributeClusterDimension;
     attr[0].val.clusterDim.x = (unsigned)split;
     attr[0].val.clusterDim.y = 1;
     attr[0].val.clusterDim.z = 1;
-    launch.attrs = attr;
-    launch.numAttrs = 1;
+    lc.attrs = attr;
+    lc.numAttrs = 1;
   }
-  return cudaLaunchKernelEx(&launch, fn, a);
+  return cudaLaunchKernelEx(&lc, fn, a);
 }
+
+}  // namespace tgemm_decode
 
 #endif

@@ -359,7 +359,7 @@ extern "C" cudaError_t tgemm__skinny_bf16_run(const tgemm__kernel *kernel,
     return cudaErrorInvalidValue;
   if (args->ldx < args->k || args->ldw < args->k || args->ldy < args->n)
     return cudaErrorInvalidValue;
-  if (!tgemm__decode_bias_ok(args)) return cudaErrorInvalidValue;
+  if (!tgemm_decode::bias_ok(args)) return cudaErrorInvalidValue;
 
   const int mt = args->m > 8 ? 2 : 1;
   const bool aligned = ((uintptr_t)args->x % 16 == 0) && ((uintptr_t)args->w % 16 == 0) &&
@@ -375,7 +375,6 @@ extern "C" cudaError_t tgemm__skinny_bf16_run(const tgemm__kernel *kernel,
   }
   if (!fn) return cudaErrorInvalidValue;
   const size_t smem = smem_bytes(cfg, mt);
-  if (smem > tgemm_decode::kMaxSmem) return cudaErrorInvalidValue; /* x ring too large for this M */
 
   skinny_args a;
   a.x = static_cast<const unsigned short *>(args->x);
@@ -384,7 +383,7 @@ extern "C" cudaError_t tgemm__skinny_bf16_run(const tgemm__kernel *kernel,
   a.ldw = args->ldw;
   a.k = args->k;
   a.split = cfg.split;
-  a.ep = tgemm__decode_epilogue(args);
+  a.ep = tgemm_decode::epilogue_of(args);
   const long long groups = (args->n + 16LL * cfg.tiles - 1) / (16LL * cfg.tiles);
-  return tgemm__decode_launch(fn, a, groups, cfg.split, cfg.warps, smem, args->stream);
+  return tgemm_decode::launch(fn, a, groups, cfg.split, cfg.warps, smem, args->stream);
 }

@@ -424,7 +424,7 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
   if (args->ldx < args->k || args->ldw_packed < k_blocks * 16 ||
       args->ldw_scales < k_blocks || args->ldy < args->n)
     return cudaErrorInvalidValue;
-  if (!tgemm__decode_bias_ok(args)) return cudaErrorInvalidValue;
+  if (!tgemm_decode::bias_ok(args)) return cudaErrorInvalidValue;
 
   const int mt = args->m > 8 ? 2 : 1;
   /* The ring copies 16-byte weight pieces and 4-byte scale words. */
@@ -442,7 +442,6 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
   }
   if (!fn) return cudaErrorInvalidValue;
   const size_t smem = smem_bytes(cfg, mt);
-  if (smem > tgemm_decode::kMaxSmem) return cudaErrorInvalidValue; /* x ring too large for this M */
 
   w4_args a;
   a.x = static_cast<const unsigned short *>(args->x);
@@ -454,7 +453,7 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
   a.k = args->k;
   a.k_blocks = k_blocks;
   a.split = cfg.split;
-  a.ep = tgemm__decode_epilogue(args);
+  a.ep = tgemm_decode::epilogue_of(args);
   const long long groups = (args->n + 16LL * cfg.tiles - 1) / (16LL * cfg.tiles);
-  return tgemm__decode_launch(fn, a, groups, cfg.split, cfg.warps, smem, args->stream);
+  return tgemm_decode::launch(fn, a, groups, cfg.split, cfg.warps, smem, args->stream);
 }

@@ -28,7 +28,8 @@ if [ "${1:-}" = "--pack" ]; then
     cp -L "/lib/x86_64-linux-gnu/$l" "$S/lib/"
   done
   (cd "$S" && strip --strip-unneeded tgemm test_* 2>/dev/null)
-  tar cJf "$P/pack.tar.xz" -C "$S" . && rm -rf "$S"
+  # -9: a 64 MB dictionary, so the kernels every binary links are stored once
+  XZ_OPT=-9 tar cJf "$P/pack.tar.xz" -C "$S" . && rm -rf "$S"
   git rev-parse HEAD >"$P/commit"
   ls -la "$P"
   exit 0

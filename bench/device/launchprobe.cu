@@ -17,9 +17,9 @@
 #include "cuda/decode_common.cuh"
 #include "cuda_check.cuh"
 
-/* Contiguous: U 16-byte loads per thread per iteration, grid-stride. */
+/* Contiguous: four 16-byte loads per thread per iteration, grid-stride.
+ * The launches ask for dynamic shared memory only to occupy it. */
 __global__ void read_flat(const uint4 *buf, size_t words, unsigned *sink) {
-  extern __shared__ unsigned smem_unused[];
   const unsigned long long policy = tgemm_decode::evict_first_policy();
   unsigned acc = 0;
   const size_t stride = (size_t)gridDim.x * blockDim.x;
@@ -32,7 +32,7 @@ __global__ void read_flat(const uint4 *buf, size_t words, unsigned *sink) {
     for (int u = 0; u < 4; u++) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
   }
   for (; i < words; i += stride) acc ^= buf[i].x;
-  if (acc == 0x9e3779b9u) *sink = acc + smem_unused[0];
+  if (acc == 0x9e3779b9u) *sink = acc;
 }
 
 /* The stream kernel's pattern: block b owns 64 rows of `row_bytes`; each
@@ -41,7 +41,6 @@ __global__ void read_flat(const uint4 *buf, size_t words, unsigned *sink) {
  * do); warp w of 4 takes the row pieces w, w+4, ... */
 template <int PIECE>
 __global__ void read_rows(const unsigned char *buf, int row_bytes, unsigned *sink) {
-  extern __shared__ unsigned smem_unused[];
   constexpr int LANES = PIECE / 16, ROWS = 32 / LANES; /* per instruction */
   const unsigned long long policy = tgemm_decode::evict_first_policy();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -56,15 +55,15 @@ __global__ void read_rows(const unsigned char *buf, int row_bytes, unsigned *sin
 #pragma unroll
     for (int r = 0; r < 64 / ROWS; r++) acc ^= v[r].x ^ v[r].y ^ v[r].z ^ v[r].w;
   }
-  if (acc == 0x9e3779b9u) *sink = acc + smem_unused[0];
+  if (acc == 0x9e3779b9u) *sink = acc;
 }
 
 /* The same rows through a cp.async ring of ST stages per warp (what the
  * ring kernels do).  A stage is COPIES copies per lane; copy r covers
  * 512 / PIECE rows of PIECE contiguous bytes, so a stage covers all 64
- * rows of a "unit" WIDTH = COPIES * 8 * PIECE / 64 bytes wide (at 4
- * tiles a warp: U = 1 is PIECE 64, COPIES 8; U = 2 is COPIES 16 with
- * PIECE 64 as the kernel copies now, or PIECE 128 with lanes remapped).
+ * rows of a "unit" WIDTH = 8 * COPIES bytes wide (at 4 tiles a warp:
+ * U = 1 is PIECE 64, COPIES 8; U = 2 is COPIES 16 with PIECE 64 as the
+ * kernel copies, or PIECE 128 with the copy lanes remapped).
  * Warp w of 4 takes units w, w+4, ...; it waits for its oldest stage and
  * reads one word of it. */
 template <int PIECE, int COPIES, int ST>

@@ -11,29 +11,7 @@
 #include <cuda_runtime.h>
 #include <stdio.h>
 
-#include <algorithm>
-#include <vector>
-
-#include "cuda/decode_common.cuh"
-#include "cuda_check.cuh"
-
-/* Contiguous: four 16-byte loads per thread per iteration, grid-stride.
- * The launches ask for dynamic shared memory only to occupy it. */
-__global__ void read_flat(const uint4 *buf, size_t words, unsigned *sink) {
-  const unsigned long long policy = tgemm_decode::evict_first_policy();
-  unsigned acc = 0;
-  const size_t stride = (size_t)gridDim.x * blockDim.x;
-  size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-  for (; i + 3 * stride < words; i += 4 * stride) {
-    uint4 v[4];
-#pragma unroll
-    for (int u = 0; u < 4; u++) v[u] = tgemm_decode::load_stream16(buf + i + u * stride, policy);
-#pragma unroll
-    for (int u = 0; u < 4; u++) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
-  }
-  for (; i < words; i += stride) acc ^= buf[i].x;
-  if (acc == 0x9e3779b9u) *sink = acc;
-}
+#include "probe_common.cuh"
 
 /* The stream kernel's pattern: block b owns 64 rows of `row_bytes`; each
  * load instruction of a warp reads PIECE contiguous bytes of 512 / PIECE
@@ -98,20 +76,6 @@ __global__ void copy_rows(const unsigned char *buf, int row_bytes, unsigned *sin
   if (acc == 0x9e3779b9u) *sink = acc;
 }
 
-__global__ void flush_kernel(const uint4 *buf, size_t words, unsigned *sink) {
-  unsigned acc = 0;
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < words; i += (size_t)gridDim.x * blockDim.x)
-    acc ^= buf[i].x ^ buf[i].w;
-  if (acc == 0x9e3779b9u) *sink = acc;
-}
-
-__global__ void empty_kernel() {}
-
-static float median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 int main() {
   setvbuf(stdout, NULL, _IONBF, 0);
   int sms = 0;
@@ -132,60 +96,43 @@ int main() {
   CK(cudaMalloc(&w, bytes));
   CK(cudaMemset(w, 2, bytes));
   const int big = 100 * 1024;
-  CK(cudaFuncSetAttribute(read_flat, cudaFuncAttributeMaxDynamicSharedMemorySize, big));
+  CK(cudaFuncSetAttribute(read_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, big));
   CK(cudaFuncSetAttribute(read_rows<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, big));
   CK(cudaFuncSetAttribute(read_rows<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, big));
   CK(cudaFuncSetAttribute(read_rows<256>, cudaFuncAttributeMaxDynamicSharedMemorySize, big));
   CK(cudaFuncSetAttribute(empty_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, big));
 
-  auto time = [&](const char *what, auto launch) {
-    std::vector<float> ts;
-    for (int r = 0; r < 60; r++) {
-      flush_kernel<<<sms * 8, 256, 0, s>>>((const uint4 *)fbuf, flush_words, sink);
-      CK(cudaEventRecord(e0, s));
-      launch();
-      CK(cudaEventRecord(e1, s));
-      CK(cudaEventSynchronize(e1));
-      float ms;
-      CK(cudaEventElapsedTime(&ms, e0, e1));
-      if (r >= 10) ts.push_back(ms * 1000);
-    }
-    CK(cudaGetLastError());
-    printf("%-62s %7.2f us\n", what, median(ts));
-  };
+  auto flush = [&] { flush_kernel<<<sms * 8, 256, 0, s>>>((const uint4 *)fbuf, flush_words, sink); };
+  auto time = [&](const char *what, auto launch) { printf("%-62s %7.2f us\n", what, cold_us(s, e0, e1, flush, launch)); };
   printf("%.1f MB read after a 200 MB flush\n", bytes / 1e6);
+  char what[96];
+  const int nb = rows / 64; /* 64-row blocks */
+  time("empty, 132 x 256, smem 0", [&] { empty_kernel<<<sms, 256, 0, s>>>(); });
+  time("empty, 384 x 128, smem 51 KB", [&] { empty_kernel<<<384, 128, 51 * 1024, s>>>(); });
+  time("flat, 1056 x 256, smem 0 (readprobe b8x u4)",
+       [&] { read_kernel<4><<<sms * 8, 256, 0, s>>>((const uint4 *)w, bytes / 16, sink); });
+  time("flat, 384 x 128, smem 0", [&] { read_kernel<4><<<384, 128, 0, s>>>((const uint4 *)w, bytes / 16, sink); });
+  time("flat, 384 x 128, smem 51 KB",
+       [&] { read_kernel<4><<<384, 128, 51 * 1024, s>>>((const uint4 *)w, bytes / 16, sink); });
   {
-    time("empty, 132 x 256, smem 0", [&] { empty_kernel<<<sms, 256, 0, s>>>(); });
-    time("empty, 384 x 128, smem 51 KB", [&] { empty_kernel<<<384, 128, 51 * 1024, s>>>(); });
-    time("flat, 1056 x 256, smem 0 (readprobe b8x u4)",
-         [&] { read_flat<<<sms * 8, 256, 0, s>>>((const uint4 *)w, bytes / 16, sink); });
-    time("flat, 384 x 128, smem 0", [&] { read_flat<<<384, 128, 0, s>>>((const uint4 *)w, bytes / 16, sink); });
-    time("flat, 384 x 128, smem 51 KB",
-         [&] { read_flat<<<384, 128, 51 * 1024, s>>>((const uint4 *)w, bytes / 16, sink); });
-    {
-      char what[96];
-      const int nb = rows / 64;
-      const size_t sm = 72 * 1024; /* 3 blocks an SM, as the kernel (by registers) */
+    const size_t sm = 72 * 1024; /* 3 blocks an SM, as the kernel (by registers) */
 #define PROBE_COPY(PIECE, COPIES, ST)                                                             \
   CK(cudaFuncSetAttribute(copy_rows<PIECE, COPIES, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, big)); \
   snprintf(what, sizeof what, "cp.async rows, %3d B a row per copy, %d x %2d KB stages, smem 72 KB", PIECE, ST, \
-           COPIES / 2);                                                                          \
+           COPIES / 2);                                                                        \
   time(what, [&] { copy_rows<PIECE, COPIES, ST><<<nb, 128, sm, s>>>((const unsigned char *)w, row_bytes, sink); });
-      PROBE_COPY(64, 8, 2) PROBE_COPY(64, 8, 3) PROBE_COPY(64, 16, 2) PROBE_COPY(128, 16, 2)
-      PROBE_COPY(256, 32, 1) PROBE_COPY(128, 32, 1) PROBE_COPY(64, 24, 1)
+    PROBE_COPY(64, 8, 2) PROBE_COPY(64, 8, 3) PROBE_COPY(64, 16, 2) PROBE_COPY(128, 16, 2)
+    PROBE_COPY(256, 32, 1) PROBE_COPY(128, 32, 1) PROBE_COPY(64, 24, 1)
 #undef PROBE_COPY
-    }
-    for (int kb : {0, 51}) {
-      char what[96];
-      const size_t sm = (size_t)kb * 1024;
-      const int nb = rows / 64;
-      snprintf(what, sizeof what, "rows, 64 B a row per load, 384 x 128, smem %d KB", kb);
-      time(what, [&] { read_rows<64><<<nb, 128, sm, s>>>((const unsigned char *)w, row_bytes, sink); });
-      snprintf(what, sizeof what, "rows, 128 B a row per load, 384 x 128, smem %d KB", kb);
-      time(what, [&] { read_rows<128><<<nb, 128, sm, s>>>((const unsigned char *)w, row_bytes, sink); });
-      snprintf(what, sizeof what, "rows, 256 B a row per load, 384 x 128, smem %d KB", kb);
-      time(what, [&] { read_rows<256><<<nb, 128, sm, s>>>((const unsigned char *)w, row_bytes, sink); });
-    }
+  }
+  for (int kb : {0, 51}) {
+    const size_t sm = (size_t)kb * 1024;
+    snprintf(what, sizeof what, "rows, 64 B a row per load, 384 x 128, smem %d KB", kb);
+    time(what, [&] { read_rows<64><<<nb, 128, sm, s>>>((const unsigned char *)w, row_bytes, sink); });
+    snprintf(what, sizeof what, "rows, 128 B a row per load, 384 x 128, smem %d KB", kb);
+    time(what, [&] { read_rows<128><<<nb, 128, sm, s>>>((const unsigned char *)w, row_bytes, sink); });
+    snprintf(what, sizeof what, "rows, 256 B a row per load, 384 x 128, smem %d KB", kb);
+    time(what, [&] { read_rows<256><<<nb, 128, sm, s>>>((const unsigned char *)w, row_bytes, sink); });
   }
   return 0;
 }

@@ -13,51 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include <algorithm>
-#include <vector>
-
-#include "cuda/decode_common.cuh" /* the kernels' own weight loads */
-#include "cuda_check.cuh"
-
-/* U independent 16-byte loads per thread per iteration. */
-template <int U>
-__global__ void read_kernel(const uint4 *buf, size_t words, unsigned *sink) {
-  const unsigned long long policy = tgemm_decode::evict_first_policy();
-  unsigned acc = 0;
-  const size_t stride = (size_t)gridDim.x * blockDim.x;
-  size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-  for (; i + (U - 1) * stride < words; i += U * stride) {
-    uint4 v[U];
-#pragma unroll
-    for (int u = 0; u < U; u++) v[u] = tgemm_decode::load_stream16(buf + i + u * stride, policy);
-#pragma unroll
-    for (int u = 0; u < U; u++) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
-  }
-  for (; i < words; i += stride) {
-    uint4 v = buf[i];
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (acc == 0x9e3779b9u) *sink = acc;
-}
-
-/* The flush, as src/cuda/l2_flush.cu does it: plain loads.  (With
- * evict-first loads, as in read_kernel, the flush's own lines go first
- * and the previous buffer survives in L2.) */
-__global__ void flush_kernel(const uint4 *buf, size_t words, unsigned *sink) {
-  unsigned acc = 0;
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < words; i += (size_t)gridDim.x * blockDim.x) {
-    uint4 v = buf[i];
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (acc == 0x9e3779b9u) *sink = acc;
-}
-
-__global__ void empty_kernel() {}
-
-static float median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+#include "probe_common.cuh"
 
 int main() {
   int sms = 0;
@@ -100,18 +56,8 @@ int main() {
   };
 
   /* fixed cost: an empty kernel between events, after a flush */
-  ts.clear();
-  for (int r = 0; r < 60; r++) {
-    flush();
-    CK(cudaEventRecord(e0, s));
-    empty_kernel<<<sms, 256, 0, s>>>();
-    CK(cudaEventRecord(e1, s));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    if (r >= 10) ts.push_back(ms * 1000);
-  }
-  printf("empty kernel between events, after a flush: %.2f us\n\n", median(ts));
+  printf("empty kernel between events, after a flush: %.2f us\n\n",
+         cold_us(s, e0, e1, flush, [&] { empty_kernel<<<sms, 256, 0, s>>>(); }));
 
   const double mbs[] = {4.19, 8.26, 9.44, 22.0, 29.4, 30.3, 33.6, 75.5, 235.0};
   printf("%8s %8s | %26s | %26s\n", "MB", "floor", "events+flush us (frac) cfg", "graph b2b us (frac) cfg");
@@ -134,19 +80,7 @@ int main() {
           read_kernel<8><<<blocks, 256, 0, s>>>((const uint4 *)p, words, sink);
       };
       /* events around one launch after a flush */
-      ts.clear();
-      for (int r = 0; r < 60; r++) {
-        flush();
-        CK(cudaEventRecord(e0, s));
-        launch((char *)a + ((size_t)256 << 20));
-        CK(cudaEventRecord(e1, s));
-        CK(cudaEventSynchronize(e1));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, e0, e1));
-        if (r >= 10) ts.push_back(ms * 1000);
-      }
-      CK(cudaGetLastError());
-      const float ev = median(ts);
+      const float ev = cold_us(s, e0, e1, flush, [&] { launch((char *)a + ((size_t)256 << 20)); });
       if (ev < best_ev) best_ev = ev, best_ev_cfg = cfg;
       /* back to back: a graph rotating over copies spanning >= 400 MB */
       const int copies = (int)std::max<size_t>(2, std::min<size_t>(pool_bytes / bytes, 64));

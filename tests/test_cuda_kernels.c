@@ -171,6 +171,41 @@ static void run_route(tgemm_ctx *ctx, tgemm_route route, const test_case *tc,
           (long long)tc->n, (long long)tc->k);
 }
 
+/* The weight's MXFP4 bytes again, at leading dimensions (packed + 8,
+ * scales + 3) and a scale pointer (+1) that are not 16-byte aligned: every
+ * W4A16 candidate must still give the exact product, the bulk-copy kernels
+ * (listed for this shape) through their fallback. */
+static void check_w4a16_misaligned(tgemm_ctx *ctx, const test_case *tc, const tgemm__operands *ops,
+                                   const uint8_t *packed, const uint8_t *scales, const double *ref,
+                                   const double *qref, void *y_poison, size_t y_bytes,
+                                   void *y_host) {
+  const int64_t n = tc->n, pc = tgemm_mxfp4_packed_cols(tc->k), sc = tgemm_mxfp4_scale_cols(tc->k);
+  const int64_t pld = pc + 8, sld = sc + 3;
+  uint8_t *p_host = calloc((size_t)(n * pld), 1), *s_host = calloc((size_t)(n * sld + 1), 1);
+  for (int64_t i = 0; i < n; i++) {
+    memcpy(p_host + i * pld, packed + i * pc, (size_t)pc);
+    memcpy(s_host + 1 + i * sld, scales + i * sc, (size_t)sc);
+  }
+  uint8_t *p_dev = upload(ctx, p_host, (size_t)(n * pld));
+  uint8_t *s_dev = upload(ctx, s_host, (size_t)(n * sld + 1));
+  struct tgemm_weight odd = *ops->w;
+  odd.has_dense = false;
+  odd.owns_mxfp4 = false;
+  odd.mxfp4.data = p_dev;
+  odd.mxfp4.ld = pld;
+  odd.mxfp4.scales = s_dev + 1;
+  odd.mxfp4.scales_ld = sld;
+  tgemm__operands odd_ops = *ops;
+  odd_ops.w = &odd;
+  printf("         the same weight at packed ld %lld, scales ld %lld, scales + 1 byte\n",
+         (long long)pld, (long long)sld);
+  run_route(ctx, TGEMM_ROUTE_W4A16, tc, &odd_ops, ref, qref, y_poison, y_bytes, y_host);
+  tgemm_free(ctx, p_dev);
+  tgemm_free(ctx, s_dev);
+  free(p_host);
+  free(s_host);
+}
+
 static void run_case(const test_case *tc, int index) {
   tgemm_scale_mode mode = (tgemm_scale_mode)(index % 3);
   tgemm_ctx *ctx = ctxs[mode];
@@ -242,6 +277,8 @@ static void run_case(const test_case *tc, int index) {
     double *ref16 = malloc(sizeof(double) * (size_t)(m * n));
     ref_gemm(xd, wq, bd, m, n, k, ref16);
     run_route(ctx, TGEMM_ROUTE_W4A16, tc, &ops, ref16, ref, y_poison, y_bytes, y_host);
+    if (m <= 16 && sc % 16 == 0) check_w4a16_misaligned(ctx, tc, &ops, packed_ref, scales_ref,
+                                                         ref16, ref, y_poison, y_bytes, y_host);
 
     /* The reference route on a weight given only in MXFP4. */
     struct tgemm_weight mx_only = *weight;
@@ -421,16 +458,22 @@ static int build_cases(test_case *cases, bool reduced) {
    * 2^1, the decoders' second-multiply path) and of 2^-100.  The last two
    * have K a multiple of 8 (16-byte rows: the vector and ring kernels run)
    * and long enough that every warp's cp.async ring wraps several times
-   * before a K tail of 8 elements: N=576 also takes the cluster splits. */
+   * before a K tail of 8 elements: N=576 also takes the cluster splits.
+   * The last three have ceil(K/32) a multiple of 16, where the bulk-copy
+   * W4A16 kernels are listed: K tails of 26 and 20 elements, N not a
+   * multiple of a tile, M = 1, 9 and 16, scales above 2^1. */
   const test_case tall[] = {
       {3, 3300, 1537, TGEMM_BF16, TGEMM_BF16, 1, 4096.0f},
       {12, 6500, 200, TGEMM_BF16, TGEMM_F32, 2, 1.0f},
       {16, 2200, 4100, TGEMM_BF16, TGEMM_BF16, 0, 0x1p-100f},
       {13, 576, 7176, TGEMM_BF16, TGEMM_BF16, 2, 1.0f},
       {5, 3000, 2056, TGEMM_BF16, TGEMM_F32, 0, 1.0f},
+      {1, 3001, 1530, TGEMM_BF16, TGEMM_BF16, 1, 1.0f},
+      {16, 1000, 500, TGEMM_BF16, TGEMM_F32, 2, 4096.0f},
+      {9, 2050, 1024, TGEMM_BF16, TGEMM_BF16, 0, 1.0f},
   };
   for (size_t i = 0; i < sizeof tall / sizeof tall[0]; i++)
-    if (!reduced || i == 0 || i == 3) cases[count++] = tall[i];
+    if (!reduced || i == 0 || i == 3 || i == 5 || i == 6) cases[count++] = tall[i];
   return count;
 }
 
@@ -461,7 +504,7 @@ int main(void) {
   quick = quick_env && strcmp(quick_env, "1") == 0;
   only = getenv("TGEMM_TEST_ROUTES");
   if (only && !*only) only = NULL;
-  test_case cases[32];
+  test_case cases[40];
   int n_cases = build_cases(cases, quick);
   for (int i = 0; i < n_cases; i++) run_case(&cases[i], i);
 

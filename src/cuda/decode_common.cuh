@@ -7,6 +7,7 @@
 
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -320,6 +321,29 @@ static inline epilogue epilogue_of(const tgemm__cuda_gemm_args *args) {
 static inline bool bias_ok(const tgemm__cuda_gemm_args *args) {
   return !args->bias || args->bias_dtype == TGEMM_BF16 || args->bias_dtype == TGEMM_F32 ||
          args->bias_dtype == TGEMM_F16;
+}
+
+/* A shape the decode kernels take: 1 <= M <= max_m, bf16 x, bf16 or f32
+ * y, rows that fit an int inside the kernel. */
+static inline bool shape_ok(const tgemm__shape *s, int max_m) {
+  if (!s || s->m < 1 || s->m > max_m || s->n < 1 || s->k < 1) return false;
+  if (s->n > INT_MAX / 2) return false;
+  if (s->dtype != TGEMM_BF16) return false;
+  return s->out_dtype == TGEMM_BF16 || s->out_dtype == TGEMM_F32;
+}
+
+/* The shape of a call, as the candidate lists see it. */
+static inline tgemm__shape shape_of(const tgemm__cuda_gemm_args *args) {
+  return tgemm__shape{args->m, args->n, args->k, args->x_dtype, args->y_dtype, args->bias != NULL};
+}
+
+/* The operands of an MXFP4-weight decode call (W4A16): all present, leading
+ * dimensions that hold a row, a bias the epilogue reads. */
+static inline bool mxfp4_operands_ok(const tgemm__cuda_gemm_args *args) {
+  const long long k_blocks = (args->k + 31) / 32;
+  return args->x && args->w_packed && args->w_scales && args->y && args->ldx >= args->k &&
+         args->ldw_packed >= k_blocks * 16 && args->ldw_scales >= k_blocks &&
+         args->ldy >= args->n && bias_ok(args);
 }
 
 /* Launches fn over `groups` row groups, each a cluster of `split` blocks of

@@ -328,18 +328,11 @@ config default_config(const tgemm__shape *s, int sm_count) {
   return cfg;
 }
 
-bool shape_ok(const tgemm__shape *s) {
-  if (!s || s->m < 1 || s->m > TGEMM__SKINNY_MAX_M || s->n < 1 || s->k < 1) return false;
-  if (s->n > INT_MAX / 2) return false; /* rows are int inside the kernel */
-  if (s->dtype != TGEMM_BF16) return false;
-  return s->out_dtype == TGEMM_BF16 || s->out_dtype == TGEMM_F32;
-}
-
 }  // namespace
 
 extern "C" int tgemm__skinny_bf16_candidates(const tgemm__shape *shape, int sm_count,
                                              tgemm__kernel *out, int cap) {
-  if (!shape_ok(shape) || !out || cap <= 0) return 0;
+  if (!tgemm_decode::shape_ok(shape, TGEMM__SKINNY_MAX_M) || !out || cap <= 0) return 0;
   if (sm_count <= 0) sm_count = 132;
   const config best = default_config(shape, sm_count);
   return tgemm_decode::list_candidates(
@@ -353,9 +346,9 @@ extern "C" cudaError_t tgemm__skinny_bf16_run(const tgemm__kernel *kernel,
   if (strncmp(kernel->name, "skinny_bf16_", 12) != 0) return cudaErrorInvalidValue;
   config cfg = tgemm_decode::config_of(kernel);
   if (!tgemm_decode::config_known(kConfigs, cfg)) return cudaErrorInvalidValue;
-  const tgemm__shape shape = {args->m, args->n, args->k, args->x_dtype, args->y_dtype,
-                              args->bias != NULL};
-  if (!shape_ok(&shape) || args->w_dtype != TGEMM_BF16 || !args->x || !args->w || !args->y)
+  const tgemm__shape shape = tgemm_decode::shape_of(args);
+  if (!tgemm_decode::shape_ok(&shape, TGEMM__SKINNY_MAX_M) || args->w_dtype != TGEMM_BF16 ||
+      !args->x || !args->w || !args->y)
     return cudaErrorInvalidValue;
   if (args->ldx < args->k || args->ldw < args->k || args->ldy < args->n)
     return cudaErrorInvalidValue;

@@ -393,18 +393,11 @@ config default_config(const tgemm__shape *s, int sm_count) {
   return cfg;
 }
 
-bool shape_ok(const tgemm__shape *s) {
-  if (!s || s->m < 1 || s->m > TGEMM__W4A16_STREAM_MAX_M || s->n < 1 || s->k < 1) return false;
-  if (s->n > INT_MAX / 2) return false;
-  if (s->dtype != TGEMM_BF16) return false;
-  return s->out_dtype == TGEMM_BF16 || s->out_dtype == TGEMM_F32;
-}
-
 }  // namespace
 
 extern "C" int tgemm__w4a16_stream_candidates(const tgemm__shape *shape, int sm_count,
                                               tgemm__kernel *out, int cap) {
-  if (!shape_ok(shape) || !out || cap <= 0) return 0;
+  if (!tgemm_decode::shape_ok(shape, TGEMM__W4A16_STREAM_MAX_M) || !out || cap <= 0) return 0;
   if (sm_count <= 0) sm_count = 132;
   const config best = default_config(shape, sm_count);
   return tgemm_decode::list_candidates(
@@ -418,15 +411,11 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
   if (strncmp(kernel->name, "w4a16_stream_", 13) != 0) return cudaErrorInvalidValue;
   config cfg = tgemm_decode::config_of(kernel);
   if (!tgemm_decode::config_known(kConfigs, cfg)) return cudaErrorInvalidValue;
-  const tgemm__shape shape = {args->m, args->n, args->k, args->x_dtype, args->y_dtype,
-                              args->bias != NULL};
-  if (!shape_ok(&shape) || !args->x || !args->w_packed || !args->w_scales || !args->y)
+  const tgemm__shape shape = tgemm_decode::shape_of(args);
+  if (!tgemm_decode::shape_ok(&shape, TGEMM__W4A16_STREAM_MAX_M) ||
+      !tgemm_decode::mxfp4_operands_ok(args))
     return cudaErrorInvalidValue;
   const long long k_blocks = (args->k + 31) / 32;
-  if (args->ldx < args->k || args->ldw_packed < k_blocks * 16 ||
-      args->ldw_scales < k_blocks || args->ldy < args->n)
-    return cudaErrorInvalidValue;
-  if (!tgemm_decode::bias_ok(args)) return cudaErrorInvalidValue;
 
   const int mt = args->m > 8 ? 2 : 1;
   /* The ring copies 16-byte weight pieces and 4-byte scale words. */

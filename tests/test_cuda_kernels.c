@@ -172,9 +172,9 @@ static void run_route(tgemm_ctx *ctx, tgemm_route route, const test_case *tc,
 }
 
 /* The weight's MXFP4 bytes again, at leading dimensions (packed + 8,
- * scales + 3) and a scale pointer (+1) that are not 16-byte aligned: every
- * W4A16 candidate must still give the exact product, the bulk-copy kernels
- * (listed for this shape) through their fallback. */
+ * scales + 3) and a scale pointer (+1) that the aligned kernels cannot
+ * take: every W4A16 candidate must still give the exact product, the
+ * streaming ones through their scalar-load fallback. */
 static void check_w4a16_misaligned(tgemm_ctx *ctx, const test_case *tc, const tgemm__operands *ops,
                                    const uint8_t *packed, const uint8_t *scales, const double *ref,
                                    const double *qref, void *y_poison, size_t y_bytes,
@@ -277,7 +277,7 @@ static void run_case(const test_case *tc, int index) {
     double *ref16 = malloc(sizeof(double) * (size_t)(m * n));
     ref_gemm(xd, wq, bd, m, n, k, ref16);
     run_route(ctx, TGEMM_ROUTE_W4A16, tc, &ops, ref16, ref, y_poison, y_bytes, y_host);
-    if (m <= 16 && sc % 16 == 0) check_w4a16_misaligned(ctx, tc, &ops, packed_ref, scales_ref,
+    if (m <= 16 && sc % 4 == 0) check_w4a16_misaligned(ctx, tc, &ops, packed_ref, scales_ref,
                                                          ref16, ref, y_poison, y_bytes, y_host);
 
     /* The reference route on a weight given only in MXFP4. */
@@ -459,8 +459,9 @@ static int build_cases(test_case *cases, bool reduced) {
    * have K a multiple of 8 (16-byte rows: the vector and ring kernels run)
    * and long enough that every warp's cp.async ring wraps several times
    * before a K tail of 8 elements: N=576 also takes the cluster splits.
-   * The last three have ceil(K/32) a multiple of 16, where the bulk-copy
-   * W4A16 kernels are listed: K tails of 26 and 20 elements, N not a
+   * The last three have ceil(K/32) a multiple of 4, so that the library's
+   * own MXFP4 weights take the aligned W4A16 kernels (checked again on a
+   * misaligned copy of the weight): K tails of 26 and 20 elements, N not a
    * multiple of a tile, M = 1, 9 and 16, scales above 2^1. */
   const test_case tall[] = {
       {3, 3300, 1537, TGEMM_BF16, TGEMM_BF16, 1, 4096.0f},

@@ -4,8 +4,6 @@
  * Two kernel families answer for this route:
  * - "w4a16_stream_*" (w4a16_stream.cu): the streaming decode kernel for
  *   M <= 16, listed first for those M;
- * - "w4a16_bulk_*" (w4a16_bulk.cu): the same math fed by bulk copies, with
- *   x staged once per block, listed next where it fits;
  * - "w4a16_mma_<tile>_s<splits>" (w4a16_mma.cu), tile "<BM>x<BN>" or
  *   "64x128w8" (8 warps): a tensor-core kernel
  *   (mma.sync m16n8k16, cp.async pipeline) for any M.  The weights are
@@ -37,7 +35,7 @@ extern "C" {
 #endif
 
 /* Candidates for shape (x bf16/f16, y bf16/f32), the default first; 0 when
- * the shape does not qualify.  For M <= 16 the streaming and bulk kernels come first. */
+ * the shape does not qualify.  For M <= 16 the streaming kernels come first. */
 int tgemm__w4a16_candidates(const tgemm__shape *shape, int sm_count, tgemm__kernel *out, int cap);
 
 /* Runs one candidate (routed by name prefix) on args->stream.  Needs

@@ -37,7 +37,6 @@
 #include "cuda/w4a16.cuh"
 
 #if __has_include("cuda/w4a16_stream.cuh")
-#include "cuda/w4a16_bulk.cuh"
 #include "cuda/w4a16_stream.cuh"
 #define TGEMM__HAVE_W4A16_STREAM 1
 #endif
@@ -894,7 +893,6 @@ extern "C" int tgemm__w4a16_candidates(const tgemm__shape *shape, int sm_count,
   if (shape->m <= 16) {
     const int n = tgemm__w4a16_stream_candidates(shape, sm_count, out, cap);
     if (n > 0) count = n;
-    count += tgemm__w4a16_bulk_candidates(shape, out + count, cap - count);
   }
 #endif
   if (!w4a16_shape_ok(shape)) return count;
@@ -908,7 +906,6 @@ extern "C" cudaError_t tgemm__w4a16_run(const tgemm__kernel *kernel,
 #ifdef TGEMM__HAVE_W4A16_STREAM
   if (strncmp(kernel->name, "w4a16_stream_", 13) == 0)
     return tgemm__w4a16_stream_run(kernel, args);
-  if (strncmp(kernel->name, "w4a16_bulk_", 11) == 0) return tgemm__w4a16_bulk_run(kernel, args);
 #endif
   if (strncmp(kernel->name, kMmaPrefix, sizeof kMmaPrefix - 1) != 0) return cudaErrorInvalidValue;
   return tgemm__mx_mma_launch(args, TGEMM__MX_A_DENSE, NULL, kernel->params[0],

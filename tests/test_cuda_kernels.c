@@ -455,10 +455,11 @@ static int build_cases(test_case *cases, bool reduced) {
     if (!reduced || i == 0) cases[count++] = big[i];
   /* Tall decode shapes: many row tiles per SM, N not a multiple of 8, K
    * tails of 1, 8 and 4 elements; weights of 2^12 (MXFP4 scales above
-   * 2^1, the decoders' second-multiply path) and of 2^-100.  The last two
-   * have K a multiple of 8 (16-byte rows: the vector and ring kernels run)
-   * and long enough that every warp's cp.async ring wraps several times
-   * before a K tail of 8 elements: N=576 also takes the cluster splits.
+   * 2^1, the decoders' second-multiply path) and of 2^-100.  The fourth
+   * and fifth have K a multiple of 8 (16-byte rows: the vector and ring
+   * kernels run) and long enough that every warp's cp.async ring wraps
+   * several times before a K tail of 8 elements: N=576 also takes the
+   * cluster splits.
    * The last three have ceil(K/32) a multiple of 4, so that the library's
    * own MXFP4 weights take the aligned W4A16 kernels (checked again on a
    * misaligned copy of the weight): K tails of 26 and 20 elements, N not a

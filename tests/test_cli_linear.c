@@ -95,6 +95,10 @@ static void check_info_and_bench(void) {
         "bench output incomplete:\n%s", out_text);
   const char *bad[] = {"bench", "--m", "0", NULL};
   CHECK(run_cli(bad) == 2, "bench --m 0 accepted");
+  const char *graph_flush[] = {"bench", "--graph", "--flush", "clean", NULL};
+  CHECK(run_cli(graph_flush) == 2 && strstr(err_text, "back to back"), "bench --graph --flush clean: %s", err_text);
+  const char *graph_cpu[] = {"bench", "--backend", "cpu", "--graph", "--m", "1", NULL};
+  CHECK(run_cli(graph_cpu) == 1 && strstr(err_text, "graphs"), "bench --graph on the CPU: %s", err_text);
   const char *unknown[] = {"frobnicate", NULL};
   CHECK(run_cli(unknown) == 2, "unknown command accepted");
 }

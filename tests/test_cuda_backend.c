@@ -8,7 +8,10 @@
  *   that cuBLASLt cannot write directly, and the chunked path with a small
  *   workspace); odd leading dimensions and misaligned pointers; the
  *   descriptor cache not rebuilding a seen shape; clear errors for host
- *   pointers and missing weight forms.
+ *   pointers and missing weight forms;
+ * - graph timing (tgemm__time_kernel replaying calls from a CUDA graph) on
+ *   every route: a whole number of rotations per replay, and the replayed
+ *   calls write exactly what an eager call writes.
  * TGEMM_TEST_QUICK=1 leaves out the (printed) call-overhead timing.
  * Exit 77 when the GPU part could not run. */
 #include "test_util.h"
@@ -20,6 +23,7 @@
 
 #include "cuda/cuda_backend.h"
 #include "tune/timing.h"
+#include "tune/workload.h"
 #endif
 
 
@@ -383,6 +387,66 @@ static void check_errors(tgemm_ctx *ctx) {
   tgemm_free(ctx, y_dev);
 }
 
+/* Graph timing on each route's built-in kernel: the timing runs, each
+ * replay covers the weight copies a whole number of times, and y after
+ * the last replay is bit-identical to y after one eager call (both wrote
+ * the same product; every route is deterministic, test_cuda_graph). */
+static void check_graph_timing(tgemm_ctx *ctx) {
+  /* Back to back, the smallest form a route reads (MXFP4 on kv_b TP8,
+   * 1.1 MB) must rotate through twice the 50 MB L2 to come from memory. */
+  const tgemm__shape kv_b_tp8 = {1, 4096, 512, TGEMM_BF16, TGEMM_BF16, false};
+  double mx_bytes = 4096.0 * (double)(tgemm_mxfp4_packed_cols(512) + tgemm_mxfp4_scale_cols(512));
+  int copies = tgemm__workload_auto_copies(ctx, &kv_b_tp8, true);
+  CHECK(copies * mx_bytes >= 2.0 * (50 << 20), "%d copies of %.0f MXFP4 bytes do not span twice the L2", copies,
+        mx_bytes);
+
+  const tgemm__shape shape = {4, 1000, 544, TGEMM_BF16, TGEMM_BF16, true};
+  tgemm__workload *wl = NULL;
+  CHECK_OK(tgemm__workload_create(ctx, &shape, 3, 99, true, &wl));
+  if (!wl) return;
+  const tgemm__operands *set0 = tgemm__workload_operands(wl, 0);
+  size_t y_bytes = (size_t)(shape.m * shape.n) * 2;
+  uint16_t *replayed = malloc(y_bytes), *eager = malloc(y_bytes);
+  tgemm__timing_options opt;
+  tgemm__timing_options_default(&opt);
+  opt.max_seconds = 0.05;
+  opt.flush = TGEMM__FLUSH_NONE;
+  opt.graph = true;
+  static const tgemm_route routes[] = {TGEMM_ROUTE_LIBRARY, TGEMM_ROUTE_SKINNY, TGEMM_ROUTE_W4A16,
+                                       TGEMM_ROUTE_W4A4, TGEMM_ROUTE_REFERENCE};
+  for (size_t r = 0; r < sizeof routes / sizeof *routes; r++) {
+    tgemm__kernel k;
+    CHECK_OK(ctx->backend->default_kernel(ctx, &shape, routes[r], &k));
+    CHECK_OK(tgemm__workload_poison_y(ctx, wl));
+    tgemm__timing t;
+    CHECK_OK(tgemm__time_kernel(ctx, &k, &shape, tgemm__workload_sets(wl), 3, &opt, &t));
+    CHECK(t.reps >= 1 && t.median_us > 0 && isfinite(t.max_us), "%s: graph timing median %g us, %d reps",
+          k.name, t.median_us, t.reps);
+    CHECK(t.calls % (3 * t.reps) == 0, "%s: %d calls in %d replays: not whole rotations of 3 copies", k.name,
+          t.calls, t.reps);
+    CHECK_OK(tgemm_memcpy(ctx, replayed, set0->y->data, y_bytes, TGEMM_COPY_DEVICE_TO_HOST));
+    double vs_dense = NAN, vs_exact = NAN;
+    CHECK_OK(tgemm__workload_error2(ctx, wl, &k, &vs_dense, &vs_exact));
+    CHECK(vs_exact < 1e-2, "%s: eager error %g", k.name, vs_exact);
+    CHECK_OK(tgemm_memcpy(ctx, eager, set0->y->data, y_bytes, TGEMM_COPY_DEVICE_TO_HOST));
+    CHECK(memcmp(replayed, eager, y_bytes) == 0, "%s: y after graph replays differs from an eager call",
+          k.name);
+    printf("graph timing %-7s %-40s %8.2f us/call, %d calls in %d replays\n", tgemm_route_name(routes[r]),
+           k.name, t.median_us, t.calls, t.reps);
+  }
+  /* A graph cannot hold a flush between calls. */
+  tgemm__kernel k;
+  CHECK_OK(ctx->backend->default_kernel(ctx, &shape, TGEMM_ROUTE_LIBRARY, &k));
+  opt.flush = TGEMM__FLUSH_CLEAN;
+  tgemm__timing t;
+  CHECK_STATUS(tgemm__time_kernel(ctx, &k, &shape, tgemm__workload_sets(wl), 3, &opt, &t),
+               TGEMM_INVALID_ARGUMENT);
+  CHECK(strstr(tgemm_ctx_last_error(ctx), "flush none") != NULL, "message: %s", tgemm_ctx_last_error(ctx));
+  free(replayed);
+  free(eager);
+  tgemm__workload_free(wl);
+}
+
 /* Host cost of one library call on a cached shape (router + cache lookup
  * + cublasLtMatmul enqueue), and its GPU time.  Printed, not tested. */
 static void report_call_overhead(tgemm_ctx *ctx) {
@@ -462,6 +526,7 @@ static int run_gpu_part(void) {
   /* The staged f32-bias problems above fall back for every candidate. */
   CHECK(g_fallbacks_reported > 0, "no candidate fell back: the fallback report went untested");
   check_errors(ctx);
+  check_graph_timing(ctx);
   const char *quick = getenv("TGEMM_TEST_QUICK"); /* e.g. under compute-sanitizer */
   if (!quick || strcmp(quick, "1") != 0) report_call_overhead(ctx);
   tgemm_ctx_free(ctx);

@@ -240,6 +240,12 @@ static void test_timing_and_workload(void) {
   CHECK_OK(tgemm__time_kernel(ctx, &k, &s, tgemm__workload_sets(wl), 3, &opt, &t));
   CHECK(t.calls == t.reps && t.reps >= 1, "with dirty flushes, one call per sample: %d/%d", t.calls, t.reps);
   CHECK_STATUS(tgemm__time_kernel(ctx, &k, &s, tgemm__workload_sets(wl), 0, &opt, &t), TGEMM_INVALID_ARGUMENT);
+  /* graph timing needs a backend with graphs (the CPU has none) */
+  opt.flush = TGEMM__FLUSH_NONE;
+  opt.graph = true;
+  CHECK_STATUS(tgemm__time_kernel(ctx, &k, &s, tgemm__workload_sets(wl), 3, &opt, &t), TGEMM_UNSUPPORTED);
+  CHECK(strstr(tgemm_ctx_last_error(ctx), "no graphs") != NULL, "message: %s", tgemm_ctx_last_error(ctx));
+  opt.graph = false;
   /* the table keeps a route's built-in choice unless a candidate wins by the margin */
   CHECK(tgemm__tune_is_win(90.0, 100.0) && !tgemm__tune_is_win(98.0, 100.0) && !tgemm__tune_is_win(100.0, 100.0) &&
             !tgemm__tune_is_win(101.0, 100.0) && !tgemm__tune_is_win(NAN, 100.0),

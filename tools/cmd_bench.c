@@ -34,6 +34,8 @@ typedef struct {
   double max_seconds;
   int max_reps;
   tgemm__flush_mode flush;
+  bool flush_given;
+  bool graph; /* replay calls back to back from a CUDA graph */
   double error_budget;
   const char *csv_path;
   bool routes_given, ms_given;
@@ -68,7 +70,10 @@ static void usage(FILE *f) {
           "  --error-budget E   the budget the 'auto' row routes with (default 0: no MXFP4)\n"
           "  --flush MODE       clean (default: read a buffer twice the cache before each call),\n"
           "                     dirty (write it, as a memset does: the timed call then also\n"
-          "                     writes those lines back) or none (weights may stay cached)\n"
+          "                     writes those lines back) or none (back to back on rotating\n"
+          "                     weight copies that together exceed twice the cache)\n"
+          "  --graph            time calls back to back replayed from a CUDA graph, as a served\n"
+          "                     model's decode graph runs them (implies --flush none; GPU only)\n"
           "  --max-seconds S    time budget per kernel (default 0.3 GPU, 1 CPU)\n"
           "  --reps N           timed calls per kernel at most (default 100 GPU, 20 CPU)\n"
           "  --csv FILE         also write every row as CSV\n"
@@ -103,6 +108,10 @@ static int parse(int argc, char **argv, bench_args *a) {
     }
     if (!strcmp(arg, "--bias")) {
       a->bias = true;
+      continue;
+    }
+    if (!strcmp(arg, "--graph")) {
+      a->graph = true;
       continue;
     }
     if (strncmp(arg, "--", 2) != 0) {
@@ -145,6 +154,7 @@ static int parse(int argc, char **argv, bench_args *a) {
       ok = *end == '\0' && a->max_reps > 0 && a->max_reps <= 100000;
     } else if (!strcmp(arg, "--flush")) {
       ok = tgemm__flush_mode_parse(v, &a->flush);
+      a->flush_given = true;
     } else if (!strcmp(arg, "--csv")) a->csv_path = v;
     else {
       fprintf(stderr, "tgemm bench: unknown option '%s' (see --help)\n", arg);
@@ -155,6 +165,12 @@ static int parse(int argc, char **argv, bench_args *a) {
       return 2;
     }
   }
+  if (a->graph && a->flush_given && a->flush != TGEMM__FLUSH_NONE) {
+    fprintf(stderr, "tgemm bench: --graph replays calls back to back; it cannot flush the cache "
+                    "between them (--flush %s)\n", tgemm__flush_mode_name(a->flush));
+    return 2;
+  }
+  if (a->graph) a->flush = TGEMM__FLUSH_NONE;
   return -1;
 }
 
@@ -223,6 +239,7 @@ static tgemm_status measure(bench_state *s, tgemm__workload *wl, const tgemm__ke
   topt.max_reps = s->args->max_reps;
   topt.max_seconds = s->args->max_seconds;
   topt.flush = s->args->flush;
+  topt.graph = s->args->graph;
   tgemm__timing t;
   tgemm_status st = tgemm__workload_error(s->ctx, wl, kernel, err);
   if (st == TGEMM_OK)
@@ -369,6 +386,11 @@ int tgemm__cmd_bench(int argc, char **argv) {
   }
   bench_state s = {.ctx = ctx, .args = &a, .gpu = tgemm_ctx_backend(ctx) == TGEMM_BACKEND_CUDA};
   apply_backend_defaults(&a, s.gpu);
+  if (a.graph && !ctx->backend->graph_begin) {
+    fprintf(stderr, "tgemm bench: --graph needs CUDA graphs; the %s backend has none\n", tgemm_ctx_backend_name(ctx));
+    tgemm_ctx_free(ctx);
+    return 1;
+  }
   s.rows = calloc(MAX_ROWS, sizeof *s.rows);
   if (!s.rows) {
     fprintf(stderr, "tgemm bench: out of memory\n");
@@ -388,9 +410,10 @@ int tgemm__cmd_bench(int argc, char **argv) {
   printf("tgemm %s bench, preset %s, backend %s: %s\n", tgemm_version_string(), a.preset, tgemm_ctx_backend_name(ctx),
          tgemm_ctx_device_name(ctx));
   printf("measured ceilings: copy %.1f GB/s (read+write), library GEMM %.2f TFLOP/s\n", s.bandwidth_gbs, s.tflops);
-  printf("tuned routing: %s; out %s%s; per kernel at most %d calls / %.2f s, cache flush %s\n\n",
+  printf("tuned routing: %s; out %s%s; per kernel at most %d calls / %.2f s, cache flush %s%s\n\n",
          ctx->table ? "table loaded" : "no table", tgemm_dtype_name(a.out_dtype), a.bias ? ", bias" : "",
-         a.max_reps, a.max_seconds, tgemm__flush_mode_name(a.flush));
+         a.max_reps, a.max_seconds, tgemm__flush_mode_name(a.flush),
+         a.graph ? ", calls replayed back to back from a CUDA graph" : "");
   printf("%-22s %6s %6s %5s  %-9s %-34s %10s %9s %6s %9s\n", "layer", "N", "K", "M", "route", "kernel", "us",
          "x_default", "floor", "err");
 

@@ -18,8 +18,8 @@ static void usage(FILE *f) {
           "                  -o TABLE.csv\n"
           "                  [--m 1,2,4,...] [--routes skinny,library,w4a16,w4a4]\n"
           "                  [--dtype bf16] [--out-dtype bf16] [--bias] [--backend auto|cpu|cuda]\n"
-          "                  [--threads N] [--max-seconds S] [--reps N] [--flush MODE] [--copies N]\n"
-          "                  [--seed S] [-v]\n\n"
+          "                  [--threads N] [--max-seconds S] [--reps N] [--flush MODE] [--graph]\n"
+          "                  [--copies N] [--seed S] [-v]\n\n"
           "For every shape, runs every candidate kernel of every route, checks its error\n"
           "against a double reference (dense routes over 1e-2 are rejected as bugs), times\n"
           "it (median, cold weights) and writes the fastest per (shape, route) into TABLE\n"
@@ -42,6 +42,8 @@ static void usage(FILE *f) {
           "                       read a buffer twice the cache), dirty (write one, as a memset\n"
           "                       does: the timed kernel then also writes those lines back) or\n"
           "                       none; --no-flush is none\n"
+          "  --graph              time calls back to back replayed from a CUDA graph, as a served\n"
+          "                       model's decode graph runs them (implies --flush none; GPU only)\n"
           "  --copies N           weight copies rotated through (default: enough to exceed the cache)\n"
           "  --floors             measure copy bandwidth and GEMM rate first, and show each time\n"
           "                       as [fraction of its floor] (DESIGN.md section 6)\n");
@@ -131,7 +133,7 @@ int tgemm__cmd_tune(int argc, char **argv) {
   int n_routes = topt.n_routes;
   memcpy(routes, topt.routes, (size_t)n_routes * sizeof *routes);
   tgemm_dtype dtype = TGEMM_BF16, out_dtype = TGEMM_BF16;
-  bool bias = false, floors = false;
+  bool bias = false, floors = false, flush_given = false;
   tgemm_ctx_options copt;
   tgemm_ctx_options_default(&copt);
   copt.tuned = 0;          /* measure kernels, never route through an old table */
@@ -217,12 +219,16 @@ int tgemm__cmd_tune(int argc, char **argv) {
       }
     } else if (!strcmp(a, "--no-flush")) {
       topt.timing.flush = TGEMM__FLUSH_NONE;
+      flush_given = true;
+    } else if (!strcmp(a, "--graph")) {
+      topt.timing.graph = true;
     } else if (!strcmp(a, "--flush")) {
       if (!cli_take_value(argc, argv, &i, "tune", &v)) goto out;
       if (!tgemm__flush_mode_parse(v, &topt.timing.flush)) {
         fprintf(stderr, "tgemm tune: --flush wants clean, dirty or none, not '%s'\n", v);
         goto out;
       }
+      flush_given = true;
     } else if (!strcmp(a, "--copies")) {
       if (!cli_take_value(argc, argv, &i, "tune", &v)) goto out;
       topt.n_weight_copies = atoi(v);
@@ -244,6 +250,12 @@ int tgemm__cmd_tune(int argc, char **argv) {
     fprintf(stderr, "tgemm tune: -o TABLE.csv is required\n");
     goto out;
   }
+  if (topt.timing.graph && flush_given && topt.timing.flush != TGEMM__FLUSH_NONE) {
+    fprintf(stderr, "tgemm tune: --graph replays calls back to back; it cannot flush the cache between them "
+                    "(--flush %s)\n", tgemm__flush_mode_name(topt.timing.flush));
+    goto out;
+  }
+  if (topt.timing.graph) topt.timing.flush = TGEMM__FLUSH_NONE;
   if (preset) {
     tgemm__layer_shape pl[TGEMM__PRESET_MAX_LAYERS];
     int n = tgemm__preset_layers(preset, tp, pl);
@@ -286,12 +298,17 @@ int tgemm__cmd_tune(int argc, char **argv) {
     fprintf(stderr, "tgemm tune: %s: %s\n", tgemm_status_str(st), tgemm_ctx_create_error());
     goto out;
   }
+  if (topt.timing.graph && !ctx->backend->graph_begin) {
+    fprintf(stderr, "tgemm tune: --graph needs CUDA graphs; the %s backend has none\n", tgemm_ctx_backend_name(ctx));
+    goto out;
+  }
   printf("tgemm tune: %d shapes on %s (%s backend) -> %s\n", n_shapes, tgemm_ctx_device_name(ctx),
          tgemm_ctx_backend_name(ctx), out_path);
   printf("routes:");
   for (int r = 0; r < n_routes; r++) printf(" %s", tgemm_route_name(routes[r]));
-  printf("; per kernel at most %d reps / %.3g s, cache flush %s\n", topt.timing.max_reps,
-         topt.timing.max_seconds, tgemm__flush_mode_name(topt.timing.flush));
+  printf("; per kernel at most %d reps / %.3g s, cache flush %s%s\n", topt.timing.max_reps,
+         topt.timing.max_seconds, tgemm__flush_mode_name(topt.timing.flush),
+         topt.timing.graph ? ", calls replayed back to back from a CUDA graph" : "");
   if (floors) {
     st = tgemm__measure_ceilings(ctx, &topt.bandwidth_gbs, &topt.tflops);
     if (st != TGEMM_OK) {

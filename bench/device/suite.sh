@@ -14,6 +14,10 @@
 #   bash bench/device/suite.sh bench      device: `tgemm bench` without and with that table (copied
 #                                         here to build-suite-carry/), decode back to back, BF16-only
 #                                         routing (--error-budget 0), readprobe
+#   bash bench/device/suite.sh graph      device: test_cuda_backend (+ memcheck), then the decode
+#                                         points (M = 1..16) with calls replayed back to back from a
+#                                         CUDA graph (`bench --graph`): every route with the table at
+#                                         budget 0.2, BF16-only routing, and readprobe
 # Logs and tables land in $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -128,5 +132,26 @@ bench)
   grep -A12 '^summary' "$OUT/bench_b2b.txt"
   grep -A12 '^summary' "$OUT/bench_bf16_auto.txt"
   cat "$OUT/readprobe.txt"
+  ;;
+graph)
+  SECONDS=0
+  "$R/test_cuda_backend" >"$OUT/test_cuda_backend.log" 2>&1
+  echo "test_cuda_backend rc=$? ${SECONDS}s: $(tail -n 1 "$OUT/test_cuda_backend.log")"
+  grep '^graph timing' "$OUT/test_cuda_backend.log"
+  SECONDS=0
+  TGEMM_TEST_QUICK=1 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 \
+    "$R/test_cuda_backend" >"$OUT/memcheck_test_cuda_backend.log" 2>&1
+  echo "memcheck test_cuda_backend rc=$? ${SECONDS}s: $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_test_cuda_backend.log" | tail -n 1)"
+  SECONDS=0
+  TGEMM_CONFIG="$P/h100-deepseek-v3.csv" "$R/tgemm" bench --graph --m 1,2,4,8,16 --error-budget 0.2 \
+    --csv "$OUT/bench_graph.csv" >"$OUT/bench_graph.txt" 2>&1
+  echo "bench graph rc=$? ${SECONDS}s"
+  SECONDS=0
+  TGEMM_CONFIG="$P/h100-deepseek-v3.csv" "$R/tgemm" bench --graph --m 1,2,4,8,16 --routes library,auto \
+    --error-budget 0 --csv "$OUT/bench_graph_bf16_auto.csv" >"$OUT/bench_graph_bf16_auto.txt" 2>&1
+  echo "bench graph BF16-only routing rc=$? ${SECONDS}s"
+  [ -x "$P/readprobe" ] && "$P/readprobe" >"$OUT/readprobe.txt" 2>&1
+  grep -A12 '^summary' "$OUT/bench_graph.txt"
+  grep -A12 '^summary' "$OUT/bench_graph_bf16_auto.txt"
   ;;
 esac

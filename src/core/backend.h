@@ -116,6 +116,15 @@ typedef struct tgemm__backend {
    * reading one), TGEMM__FLUSH_DIRTY dirty ones (by writing one): those the
    * next run must write back to memory as it evicts them. */
   tgemm_status (*flush_cache)(tgemm_ctx *ctx, tgemm__flush_mode mode);
+  /* Back-to-back replay, as a served model's decode graph runs its layers
+   * (optional; NULL where the backend has none): the runs issued between
+   * graph_begin and graph_end are recorded, not executed, into a graph
+   * that graph_launch replays on the context's stream.  graph_end always
+   * ends the recording, also when it fails. */
+  tgemm_status (*graph_begin)(tgemm_ctx *ctx);
+  tgemm_status (*graph_end)(tgemm_ctx *ctx, void **graph);
+  tgemm_status (*graph_launch)(tgemm_ctx *ctx, void *graph);
+  void (*graph_free)(tgemm_ctx *ctx, void *graph);
 } tgemm__backend;
 
 /* The built-in backends.  tgemm__cuda_backend is NULL when built without

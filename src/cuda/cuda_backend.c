@@ -521,6 +521,46 @@ static tgemm_status cuda_flush_cache(tgemm_ctx *ctx, tgemm__flush_mode mode) {
   return TGEMM_OK;
 }
 
+/* --------------------------------------------------------------- graphs */
+
+static tgemm_status cuda_graph_begin(tgemm_ctx *ctx) {
+  cuda_state *st = state_of(ctx);
+  /* Thread-local: another thread's unrelated CUDA calls stay legal. */
+  TGEMM__CUDA_TRY(ctx, cudaStreamBeginCapture(st->stream, cudaStreamCaptureModeThreadLocal),
+                  "cudaStreamBeginCapture", "graph of timed runs");
+  return TGEMM_OK;
+}
+
+static tgemm_status cuda_graph_end(tgemm_ctx *ctx, void **graph) {
+  cuda_state *st = state_of(ctx);
+  *graph = NULL;
+  cudaGraph_t g = NULL;
+  cudaError_t e = cudaStreamEndCapture(st->stream, &g);
+  if (e != cudaSuccess) {
+    if (g) cudaGraphDestroy(g);
+    (void)cudaGetLastError(); /* not sticky: later calls must not report it */
+    return tgemm__cuda_fail(ctx, e, "cudaStreamEndCapture", "graph of timed runs");
+  }
+  cudaGraphExec_t exec = NULL;
+  e = cudaGraphInstantiate(&exec, g, 0);
+  cudaGraphDestroy(g);
+  if (e != cudaSuccess) return tgemm__cuda_fail(ctx, e, "cudaGraphInstantiate", "graph of timed runs");
+  *graph = exec;
+  return TGEMM_OK;
+}
+
+static tgemm_status cuda_graph_launch(tgemm_ctx *ctx, void *graph) {
+  cuda_state *st = state_of(ctx);
+  TGEMM__CUDA_TRY(ctx, cudaGraphLaunch((cudaGraphExec_t)graph, st->stream), "cudaGraphLaunch",
+                  "graph of timed runs");
+  return TGEMM_OK;
+}
+
+static void cuda_graph_free(tgemm_ctx *ctx, void *graph) {
+  (void)ctx;
+  if (graph) cudaGraphExecDestroy((cudaGraphExec_t)graph);
+}
+
 /* ---------------------------------------------------------------- table */
 
 static const tgemm__backend cuda_backend = {
@@ -547,6 +587,10 @@ static const tgemm__backend cuda_backend = {
     .timer_start = cuda_timer_start,
     .timer_stop = cuda_timer_stop,
     .flush_cache = cuda_flush_cache,
+    .graph_begin = cuda_graph_begin,
+    .graph_end = cuda_graph_end,
+    .graph_launch = cuda_graph_launch,
+    .graph_free = cuda_graph_free,
 };
 
 const tgemm__backend *tgemm__cuda_backend_get(void) { return &cuda_backend; }

@@ -13,6 +13,9 @@
 #define MAX_GROUP 4096
 /* Samples taken whenever the budget allows them (see below). */
 #define MIN_REPS 3
+/* A graph's replay pays one launch (a few µs); over this long an interval
+ * that is a fraction of a percent. */
+#define GRAPH_MIN_INTERVAL_US 1000.0
 
 double tgemm__now_s(void) {
   struct timespec ts;
@@ -26,6 +29,7 @@ void tgemm__timing_options_default(tgemm__timing_options *opt) {
   opt->max_seconds = 1.0;
   opt->flush = TGEMM__FLUSH_CLEAN;
   opt->min_interval_us = 100.0;
+  opt->graph = false;
 }
 
 static int compare_double(const void *a, const void *b) {
@@ -33,13 +37,15 @@ static int compare_double(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-/* One timed interval of `calls` runs, rotating through the sets. */
+/* One timed interval: `calls` runs rotating through the sets, or one
+ * replay of `graph`, which holds them. */
 static tgemm_status timed_runs(tgemm_ctx *ctx, const tgemm__kernel *kernel, const tgemm__shape *shape,
                                const tgemm__operands *sets, int n_sets, int *next_set, int calls,
-                               double *us) {
+                               void *graph, double *us) {
   const tgemm__backend *be = ctx->backend;
   tgemm_status st = be->timer_start(ctx);
-  for (int c = 0; c < calls && st == TGEMM_OK; c++) {
+  if (graph && st == TGEMM_OK) st = be->graph_launch(ctx, graph);
+  for (int c = 0; !graph && c < calls && st == TGEMM_OK; c++) {
     st = be->run(ctx, kernel, shape, &sets[*next_set]);
     *next_set = (*next_set + 1) % n_sets;
   }
@@ -47,6 +53,23 @@ static tgemm_status timed_runs(tgemm_ctx *ctx, const tgemm__kernel *kernel, cons
   tgemm_status stop = be->timer_stop(ctx, &elapsed); /* always pairs with start */
   if (st == TGEMM_OK) st = stop;
   *us = elapsed;
+  return st;
+}
+
+/* Record `calls` runs, set i % n_sets for run i, into a graph. */
+static tgemm_status record_graph(tgemm_ctx *ctx, const tgemm__kernel *kernel, const tgemm__shape *shape,
+                                 const tgemm__operands *sets, int n_sets, int calls, void **graph) {
+  const tgemm__backend *be = ctx->backend;
+  *graph = NULL;
+  tgemm_status st = be->graph_begin(ctx);
+  if (st != TGEMM_OK) return st;
+  for (int c = 0; c < calls && st == TGEMM_OK; c++) st = be->run(ctx, kernel, shape, &sets[c % n_sets]);
+  tgemm_status end = be->graph_end(ctx, graph); /* always ends the recording */
+  if (st == TGEMM_OK) st = end;
+  if (st != TGEMM_OK && *graph) {
+    be->graph_free(ctx, *graph);
+    *graph = NULL;
+  }
   return st;
 }
 
@@ -70,11 +93,18 @@ tgemm_status tgemm__time_kernel(tgemm_ctx *ctx, const tgemm__kernel *kernel, con
   if (!(opt.max_seconds > 0)) opt.max_seconds = 1e-3;
   const tgemm__backend *be = ctx->backend;
   bool flush = opt.flush != TGEMM__FLUSH_NONE && be->flush_cache;
+  if (opt.graph && !(be->graph_begin && be->graph_end && be->graph_launch && be->graph_free))
+    return tgemm__set_error(ctx, TGEMM_UNSUPPORTED, "graph timing: the %s backend has no graphs", be->name);
+  if (opt.graph && opt.flush != TGEMM__FLUSH_NONE)
+    return tgemm__set_error(ctx, TGEMM_INVALID_ARGUMENT,
+                            "graph timing replays calls back to back: it takes flush none, not %s",
+                            tgemm__flush_mode_name(opt.flush));
 
   double *samples = malloc((size_t)opt.max_reps * sizeof *samples);
   if (!samples) return tgemm__set_error(ctx, TGEMM_OUT_OF_MEMORY, "tgemm__time_kernel: out of memory");
   double t0 = tgemm__now_s();
   int next_set = 0;
+  void *graph = NULL;
   tgemm_status st = TGEMM_OK;
 
   /* Warm-up: at least one run (lazy set-up, page faults, clocks), more
@@ -83,7 +113,7 @@ tgemm_status tgemm__time_kernel(tgemm_ctx *ctx, const tgemm__kernel *kernel, con
   for (int i = 0; i < (opt.warmup > 1 ? opt.warmup : 1); i++) {
     double before = tgemm__now_s();
     if (i > 0 && before - t0 + (before - t0) / i > 0.25 * opt.max_seconds) break;
-    if ((st = timed_runs(ctx, kernel, shape, sets, n_sets, &next_set, 1, &est_us)) != TGEMM_OK) goto done;
+    if ((st = timed_runs(ctx, kernel, shape, sets, n_sets, &next_set, 1, NULL, &est_us)) != TGEMM_OK) goto done;
   }
 
   /* Without flushes, time groups of calls when one call is short: on a host
@@ -92,9 +122,20 @@ tgemm_status tgemm__time_kernel(tgemm_ctx *ctx, const tgemm__kernel *kernel, con
    * flush before each run keeps the GPU busy while the run is queued, so
    * there is no gap to hide.) */
   int group = 1;
-  if (!flush && isfinite(est_us) && est_us < opt.min_interval_us) {
-    double g = ceil(opt.min_interval_us / (est_us > 0.01 ? est_us : 0.01));
+  double interval_us = opt.graph && opt.min_interval_us < GRAPH_MIN_INTERVAL_US ? GRAPH_MIN_INTERVAL_US
+                                                                                 : opt.min_interval_us;
+  if (!flush && isfinite(est_us) && est_us < interval_us) {
+    double g = ceil(interval_us / (est_us > 0.01 ? est_us : 0.01));
     group = g > MAX_GROUP ? MAX_GROUP : (int)g;
+  }
+  if (opt.graph) {
+    /* Every replay starts again at set 0: a whole number of rotations
+     * keeps each weight's reuse distance n_sets runs, as without a graph. */
+    group = (group + n_sets - 1) / n_sets * n_sets;
+    if ((st = record_graph(ctx, kernel, shape, sets, n_sets, group, &graph)) != TGEMM_OK) goto done;
+    double unused;
+    if ((st = timed_runs(ctx, kernel, shape, sets, n_sets, &next_set, group, graph, &unused)) != TGEMM_OK)
+      goto done; /* the first replay uploads the graph */
   }
 
   /* A sample that a stall (preemption, a page fault storm) made long must
@@ -110,7 +151,7 @@ tgemm_status tgemm__time_kernel(tgemm_ctx *ctx, const tgemm__kernel *kernel, con
     if (reps > 0 && !owed && start - t0 + last_iter_s > opt.max_seconds) break;
     if (flush && (st = be->flush_cache(ctx, opt.flush)) != TGEMM_OK) goto done;
     double us;
-    if ((st = timed_runs(ctx, kernel, shape, sets, n_sets, &next_set, group, &us)) != TGEMM_OK) goto done;
+    if ((st = timed_runs(ctx, kernel, shape, sets, n_sets, &next_set, group, graph, &us)) != TGEMM_OK) goto done;
     samples[reps++] = us / group;
     calls += group;
     last_iter_s = tgemm__now_s() - start;
@@ -127,6 +168,7 @@ tgemm_status tgemm__time_kernel(tgemm_ctx *ctx, const tgemm__kernel *kernel, con
   out->calls = calls;
   out->wall_s = tgemm__now_s() - t0;
 done:
+  if (graph) be->graph_free(ctx, graph);
   free(samples);
   if (st != TGEMM_OK && ctx->last_error[0] == '\0')
     tgemm__set_error(ctx, st, "timing kernel %s (M=%lld N=%lld K=%lld): %s", kernel->name,

@@ -18,9 +18,15 @@ typedef struct tgemm__timing_options {
   /* Without a flush: time groups of runs so that each timed interval is
    * at least this long (host clock cost, GPU launch gaps). */
   double min_interval_us;
+  /* Replay each group from a graph (backend->graph_*), as a served model's
+   * decode graph runs its layers: no host launch cost, no gaps between
+   * calls.  Needs flush NONE; groups last at least GRAPH_MIN_INTERVAL_US
+   * and rotate through every set a whole number of times. */
+  bool graph;
 } tgemm__timing_options;
 
-/* warmup 3, max_reps 100, max_seconds 1, clean flush, min_interval_us 100. */
+/* warmup 3, max_reps 100, max_seconds 1, clean flush, min_interval_us 100,
+ * no graph. */
 void tgemm__timing_options_default(tgemm__timing_options *opt);
 
 typedef struct tgemm__timing {

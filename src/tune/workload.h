@@ -10,8 +10,9 @@
 
 typedef struct tgemm__workload tgemm__workload;
 
-/* Weight copies whose bytes together exceed ~2x the last-level cache (GPU
- * L2 or CPU LLC), capped by a memory budget; at least 1. */
+/* Weight copies whose smallest form (MXFP4 when want_mxfp4) together
+ * exceeds ~2x the last-level cache (GPU L2 or CPU LLC), capped by a memory
+ * budget for all forms; at least 1. */
 int tgemm__workload_auto_copies(tgemm_ctx *ctx, const tgemm__shape *shape, bool want_mxfp4);
 
 /* Make x [M,K] and W [N,K] in shape->dtype, bias [N] (when

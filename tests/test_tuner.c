@@ -141,6 +141,20 @@ static void test_interrupt_cli(void) {
         WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status));
   int64_t rows = valid_rows(path, NULL);
   CHECK(rows >= 1 && rows < 60 * 4, "the CLI's table is valid and partial: %lld rows", (long long)rows);
+
+  /* --graph: no flush can sit between replayed calls (usage, 2), and the
+   * CPU has no graphs (1); neither writes a table. */
+  char cmd[1024], graph_path[256];
+  snprintf(graph_path, sizeof graph_path, "%s/graph.csv", tmp_dir);
+  snprintf(cmd, sizeof cmd, "'%s' tune --shapes 40,64,1 --graph --flush dirty -o '%s' >/dev/null 2>&1", cli,
+           graph_path);
+  int rc = system(cmd);
+  CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 2, "tune --graph --flush dirty: exit %d", WEXITSTATUS(rc));
+  snprintf(cmd, sizeof cmd, "'%s' tune --backend cpu --shapes 40,64,1 --graph -o '%s' >/dev/null 2>&1", cli,
+           graph_path);
+  rc = system(cmd);
+  CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 1, "tune --graph on the CPU: exit %d", WEXITSTATUS(rc));
+  CHECK(access(graph_path, F_OK) != 0, "a refused graph tune wrote %s", graph_path);
 }
 
 static void test_presets(void) {

@@ -43,7 +43,9 @@ static void usage(FILE *f) {
           "                       does: the timed kernel then also writes those lines back) or\n"
           "                       none; --no-flush is none\n"
           "  --graph              time calls back to back replayed from a CUDA graph, as a served\n"
-          "                       model's decode graph runs them (implies --flush none; GPU only)\n"
+          "                       model's decode graph runs them (implies --flush none; GPU only).\n"
+          "                       Its µs leave out launch costs: write them to a table of their own,\n"
+          "                       since merged rows and routes are compared by µs\n"
           "  --copies N           weight copies rotated through (default: enough to exceed the cache)\n"
           "  --floors             measure copy bandwidth and GEMM rate first, and show each time\n"
           "                       as [fraction of its floor] (DESIGN.md section 6)\n");

@@ -13,8 +13,8 @@
 #define MAX_GROUP 4096
 /* Samples taken whenever the budget allows them (see below). */
 #define MIN_REPS 3
-/* A graph's replay pays one launch (a few µs); over this long an interval
- * that is a fraction of a percent. */
+/* A graph's replay pays one launch (a few µs): under 1% of an interval
+ * this long. */
 #define GRAPH_MIN_INTERVAL_US 1000.0
 
 double tgemm__now_s(void) {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Where the decode time goes, on the device machine:
-#   bash bench/device/probe.sh --build    here: build readprobe and launchprobe into build-suite-carry/
+#   bash bench/device/probe.sh --build    here: build readprobe, launchprobe and phaseprobe into
+#                                         build-suite-carry/
 #                                         (next to suite.sh --pack's pack; carry that path)
 #   bash bench/device/probe.sh            device: readprobe (the floor fraction a pure read
 #                                         reaches at each weight size), then Nsight Compute
@@ -12,7 +13,8 @@ P=build-suite-carry
 if [ "${1:-}" = "--build" ]; then
   NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
   mkdir -p "$P" && $NVCC -O3 -arch=sm_90 -Iinclude -Isrc bench/device/readprobe.cu -o "$P/readprobe" &&
-    $NVCC -O3 -arch=sm_90 -std=c++17 -Iinclude -Isrc bench/device/launchprobe.cu -o "$P/launchprobe" && ls -la "$P"
+    $NVCC -O3 -arch=sm_90 -std=c++17 -Iinclude -Isrc bench/device/launchprobe.cu -o "$P/launchprobe" &&
+    $NVCC -O3 -arch=sm_90 -std=c++17 -Iinclude -Isrc bench/device/phaseprobe.cu -o "$P/phaseprobe" && ls -la "$P"
   exit $?
 fi
 OUT=${OUT:-/tmp/probe_out}

@@ -12,6 +12,30 @@
 #include "cuda/w4a16_decode.cuh"
 #include "cuda/w4a16_stream.cuh"
 
+/* Per-block phase timestamps, compiled in only by bench/device/phaseprobe.cu
+ * (which defines TGEMM_W4_PHASES as the number of blocks it records):
+ * thread 0 stores %globaltimer at entry (0), first batch landed (1), last
+ * batch done (2), all warps done (3) and exit (4); its SM (5) and clock64
+ * at entry and exit (6, 7). */
+#ifdef TGEMM_W4_PHASES
+__device__ unsigned long long tgemm_w4_phases[TGEMM_W4_PHASES][8];
+__device__ __forceinline__ void w4_phase(int i) {
+  if (threadIdx.x != 0 || blockIdx.x >= TGEMM_W4_PHASES) return;
+  unsigned long long t, *rec = tgemm_w4_phases[blockIdx.x];
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  rec[i] = t;
+  if (i == 0 || i == 4) rec[i == 0 ? 6 : 7] = clock64();
+  if (i == 0) {
+    unsigned sm;
+    asm("mov.u32 %0, %%smid;" : "=r"(sm));
+    rec[5] = sm;
+  }
+}
+#define W4_PHASE(i) w4_phase(i)
+#else
+#define W4_PHASE(i) ((void)0)
+#endif
+
 namespace {
 
 using tgemm_decode::epilogue;
@@ -56,6 +80,7 @@ __global__ void __launch_bounds__(WARPS * 32)
   constexpr int XCH = 16 * U;                    /* 16-byte x pieces per token per batch */
   constexpr int XSTAGE = XR ? MT * 8 * XCH : 0;  /* x pieces per warp per ring stage */
   extern __shared__ uint4 smem[];
+  W4_PHASE(0);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, c = lane & 3;
   const int split = a.split;
@@ -227,6 +252,7 @@ __global__ void __launch_bounds__(WARPS * 32)
             s[t][j][h] = ss[slot * 32];
           }
       __syncwarp(); /* every lane has read the slot before it is refilled */
+      if (i == 0) W4_PHASE(1);
       compute(v, s, xv);
     }
     tgemm_decode::cp_async_wait<0>();
@@ -294,9 +320,12 @@ __global__ void __launch_bounds__(WARPS * 32)
   }
 #pragma unroll
   for (int r = 0; r < R; r++) acc[r] += acc_odd[r];
+  W4_PHASE(2);
   if constexpr (ST > 0) __syncthreads(); /* the rings become the reduction buffer */
+  W4_PHASE(3);
   tgemm_decode::reduce_and_store<WARPS, R, MT>(acc, reinterpret_cast<float *>(smem), split, row0,
                                                a.ep);
+  W4_PHASE(4);
 }
 
 typedef void (*kernel_fn)(w4_args);

@@ -1,0 +1,163 @@
+/* Where a W4A16 stream kernel's time goes inside one call: the kernel is
+ * compiled here with per-block phase stamps (TGEMM_W4_PHASES, see
+ * src/cuda/w4a16_stream.cu) and replayed back to back from a CUDA graph
+ * over rotating weight copies, as `tgemm bench --graph` times it.  For the
+ * last call of the graph it prints, over the blocks: when each block
+ * started after the first one, how long its first batch took to land, its
+ * loop, the wait for the block's other warps, the reduction and store, and
+ * the span from the first start to the last exit.
+ *
+ *   bash bench/device/probe.sh --build     (here; builds it into build-suite-carry/)
+ *   build-suite-carry/phaseprobe           (device) */
+#define TGEMM_W4_PHASES 4096
+#include "../../src/cuda/w4a16_stream.cu"
+
+#include <algorithm>
+#include <vector>
+
+#include "cuda_check.cuh"
+
+namespace {
+
+struct experiment {
+  const char *layer;
+  long long n, k, m;
+  const char *kernel; /* candidate name */
+};
+
+/* The pct-th percentile of v (sorted in place). */
+double pct(std::vector<double> &v, double p) {
+  std::sort(v.begin(), v.end());
+  return v[(size_t)std::min<double>(v.size() - 1, p / 100.0 * (double)(v.size() - 1) + 0.5)];
+}
+
+void run(const experiment &e) {
+  const long long kb = (e.k + 31) / 32, ldq = kb * 16, lds = kb;
+  const size_t q_bytes = (size_t)(e.n * ldq), s_bytes = (size_t)(e.n * lds);
+  const int copies = (int)std::max<size_t>(2, (size_t)(200u << 20) / (q_bytes + s_bytes) + 1);
+  std::vector<unsigned char *> wq(copies), ws(copies);
+  std::vector<unsigned char> host_q(q_bytes), host_s(s_bytes, 127); /* scales 2^0 */
+  unsigned rng = 12345;
+  for (auto &b : host_q) b = (unsigned char)((rng = rng * 1664525u + 1013904223u) >> 24);
+  for (int i = 0; i < copies; i++) {
+    CK(cudaMalloc(&wq[i], q_bytes));
+    CK(cudaMalloc(&ws[i], s_bytes));
+    CK(cudaMemcpy(wq[i], host_q.data(), q_bytes, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(ws[i], host_s.data(), s_bytes, cudaMemcpyHostToDevice));
+  }
+  std::vector<unsigned short> host_x((size_t)(e.m * e.k), 0x3f80); /* 1.0 */
+  void *x, *y;
+  CK(cudaMalloc(&x, host_x.size() * 2));
+  CK(cudaMemcpy(x, host_x.data(), host_x.size() * 2, cudaMemcpyHostToDevice));
+  CK(cudaMalloc(&y, (size_t)(e.m * e.n) * 2));
+
+  tgemm__shape shape = {e.m, e.n, e.k, TGEMM_BF16, TGEMM_BF16, false};
+  tgemm__kernel cands[TGEMM__MAX_CANDIDATES];
+  int nc = tgemm__w4a16_stream_candidates(&shape, 132, cands, TGEMM__MAX_CANDIDATES);
+  const tgemm__kernel *kernel = NULL;
+  for (int i = 0; i < nc; i++)
+    if (!strcmp(cands[i].name, e.kernel)) kernel = &cands[i];
+  if (!kernel) {
+    printf("%s: no candidate %s\n", e.layer, e.kernel);
+    return;
+  }
+  cudaStream_t stream;
+  CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  tgemm__cuda_gemm_args a = {};
+  a.m = e.m, a.n = e.n, a.k = e.k;
+  a.x = x, a.ldx = e.k, a.x_dtype = TGEMM_BF16;
+  a.ldw_packed = ldq, a.ldw_scales = lds;
+  a.y = y, a.ldy = e.n, a.y_dtype = TGEMM_BF16;
+  a.sm_count = 132;
+  a.stream = stream;
+  const int calls = copies * std::max(1, 200 / copies);
+  for (int i = 0; i < copies; i++) { /* warm-up, eager */
+    a.w_packed = wq[i], a.w_scales = ws[i];
+    CK(tgemm__w4a16_stream_run(kernel, &a));
+  }
+  CK(cudaStreamSynchronize(stream));
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < calls; i++) {
+    a.w_packed = wq[i % copies], a.w_scales = ws[i % copies];
+    CK(tgemm__w4a16_stream_run(kernel, &a));
+  }
+  CK(cudaStreamEndCapture(stream, &graph));
+  CK(cudaGraphInstantiate(&exec, graph, 0));
+  cudaEvent_t t0, t1;
+  CK(cudaEventCreate(&t0));
+  CK(cudaEventCreate(&t1));
+  CK(cudaGraphLaunch(exec, stream)); /* upload */
+  std::vector<double> per_call;
+  for (int r = 0; r < 20; r++) {
+    CK(cudaEventRecord(t0, stream));
+    CK(cudaGraphLaunch(exec, stream));
+    CK(cudaEventRecord(t1, stream));
+    CK(cudaEventSynchronize(t1));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, t0, t1));
+    per_call.push_back(ms * 1000.0 / calls);
+  }
+  static unsigned long long rec[TGEMM_W4_PHASES][8];
+  CK(cudaMemcpyFromSymbol(rec, tgemm_w4_phases, sizeof rec));
+
+  const config cfg = tgemm_decode::config_of(kernel);
+  const long long groups = (e.n + 16LL * cfg.tiles - 1) / (16LL * cfg.tiles);
+  const int blocks = (int)std::min<long long>(groups * cfg.split, TGEMM_W4_PHASES);
+  unsigned long long first = ~0ull, last = 0;
+  for (int b = 0; b < blocks; b++) first = std::min(first, rec[b][0]), last = std::max(last, rec[b][4]);
+  std::vector<double> start, land, loop, wait, reduce, life, end, ghz;
+  std::vector<int> per_sm(256, 0);
+  for (int b = 0; b < blocks; b++) {
+    const unsigned long long *r = rec[b];
+    start.push_back((r[0] - first) / 1e3);
+    land.push_back((r[1] - r[0]) / 1e3);
+    loop.push_back((r[2] - r[1]) / 1e3);
+    wait.push_back((r[3] - r[2]) / 1e3);
+    reduce.push_back((r[4] - r[3]) / 1e3);
+    life.push_back((r[4] - r[0]) / 1e3);
+    end.push_back((r[4] - first) / 1e3);
+    if (r[4] > r[0]) ghz.push_back((double)(r[7] - r[6]) / (double)(r[4] - r[0]));
+    per_sm[r[5] & 255]++;
+  }
+  int sms = 0, most = 0;
+  for (int c : per_sm) sms += c > 0, most = std::max(most, c);
+  printf("\n== %s N=%lld K=%lld M=%lld %s: %d blocks on %d SMs (at most %d an SM), %d copies\n", e.layer,
+         e.n, e.k, e.m, e.kernel, blocks, sms, most, copies);
+  printf("   graph back to back: %.2f us a call (median of 20 replays of %d calls); "
+         "last call: first start to last exit %.2f us, SM clock %.2f GHz\n",
+         pct(per_call, 50), calls, (last - first) / 1e3, pct(ghz, 50));
+  printf("   us over blocks        min    p10    p50    p90    max\n");
+  struct {
+    const char *name;
+    std::vector<double> *v;
+  } rows[] = {{"start after first", &start}, {"first batch lands", &land}, {"rest of loop (warp 0)", &loop},
+              {"other warps", &wait},       {"reduce + store", &reduce},  {"block lifetime", &life},
+              {"exit after first", &end}};
+  for (auto &r : rows)
+    printf("   %-21s %6.2f %6.2f %6.2f %6.2f %6.2f\n", r.name, pct(*r.v, 0), pct(*r.v, 10), pct(*r.v, 50),
+           pct(*r.v, 90), pct(*r.v, 100));
+  CK(cudaGraphExecDestroy(exec));
+  CK(cudaGraphDestroy(graph));
+  CK(cudaStreamDestroy(stream));
+  for (int i = 0; i < copies; i++) cudaFree(wq[i]), cudaFree(ws[i]);
+  cudaFree(x), cudaFree(y);
+}
+
+}  // namespace
+
+int main() {
+  static const experiment list[] = {
+      {"q_a_proj", 1536, 7168, 1, "w4a16_stream_w16_t1_u1_p2_s1_xr"},
+      {"q_a_proj", 1536, 7168, 1, "w4a16_stream_w8_t1_u1_p4_s1_xr"},
+      {"q_a_proj", 1536, 7168, 1, "w4a16_stream_w8_t1_u1_p4_s2_xr"},
+      {"q_a_proj", 1536, 7168, 1, "w4a16_stream_w4_t1_u1_p4_s4_xr"},
+      {"fused_qkv_a_proj", 2112, 7168, 1, "w4a16_stream_w16_t1_u1_p2_s1_xr"},
+      {"kv_b_proj", 32768, 512, 1, "w4a16_stream_w4_t2_u1_p2_s1"},
+      {"o_proj TP8", 7168, 2048, 1, "w4a16_stream_w8_t2_u1_p2_s1_xr"},
+      {"q_b_proj", 24576, 1536, 1, "w4a16_stream_w4_t4_u1_p2_s1_xr"},
+  };
+  for (const experiment &e : list) run(e);
+  return 0;
+}

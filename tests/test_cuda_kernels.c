@@ -157,6 +157,15 @@ static void run_route(tgemm_ctx *ctx, tgemm_route route, const test_case *tc,
     if (qref) {
       double qerr = test_rel_error(y_host, tc->y_dtype, tc->m, tc->n, tc->n, qref);
       if (qerr > rs->max_qerr) rs->max_qerr = qerr;
+      /* Again, bit for bit: the MXFP4 decode kernels are deterministic, and
+       * a split one must have set its arrival counters back to zero. */
+      void *again = malloc(y_bytes);
+      CHECK_OK(tgemm_memcpy(ctx, ops->y->data, y_poison_host, y_bytes, TGEMM_COPY_HOST_TO_DEVICE));
+      CHECK_OK(ctx->backend->run(ctx, &cands[c], &shape, ops));
+      CHECK_OK(tgemm_memcpy(ctx, again, ops->y->data, y_bytes, TGEMM_COPY_DEVICE_TO_HOST));
+      CHECK(memcmp(again, y_host, y_bytes) == 0, "%s M=%lld N=%lld K=%lld: a second run differs",
+            cands[c].name, (long long)tc->m, (long long)tc->n, (long long)tc->k);
+      free(again);
     }
   }
   /* Each cuBLASLt candidate ran as itself, not as the heuristic's choice,

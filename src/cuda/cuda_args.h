@@ -37,10 +37,6 @@ typedef struct tgemm__cuda_gemm_args {
   tgemm_dtype y_dtype;
   void *workspace; /* scratch allocated once by the backend */
   size_t workspace_bytes;
-  /* split_counter_count zeros that split-K kernels count arrivals on and
-   * set back to zero (allocated once by the backend; may be NULL) */
-  unsigned *split_counters;
-  int64_t split_counter_count;
   tgemm_scale_mode scale_mode; /* activation quantization (W4A4) */
   int sm_count;
   cudaStream_t stream;

@@ -26,8 +26,6 @@
 /* Big enough for W4A4's quantized activations at M=8192, K=16384
  * (64 MiB packed + 4 MiB scales) next to cuBLASLt's share. */
 #define DEFAULT_WORKSPACE ((size_t)128 << 20)
-/* Row groups a split-K decode kernel may count arrivals for (256 KB). */
-#define SPLIT_COUNTERS 65536
 /* cuBLASLt's share of the workspace: NVIDIA suggests 32 MiB on Hopper. */
 #define LT_WORKSPACE_MAX ((size_t)32 << 20)
 
@@ -45,7 +43,6 @@ typedef struct cuda_state {
   void *workspace; /* one allocation: [cuBLASLt workspace | scratch] */
   size_t workspace_bytes;
   size_t lt_workspace_bytes;
-  unsigned *split_counters; /* SPLIT_COUNTERS zeros, see cuda_args.h */
   void *flush_buf;
   size_t flush_bytes;
   unsigned flush_count;
@@ -105,7 +102,6 @@ static void cuda_shutdown(tgemm_ctx *ctx, void *state) {
   tgemm__lt_gemm_destroy(st->gemm);
   if (st->flush_buf) cudaFree(st->flush_buf);
   if (st->workspace) cudaFree(st->workspace);
-  if (st->split_counters) cudaFree(st->split_counters);
   if (st->ev_start) cudaEventDestroy(st->ev_start);
   if (st->ev_stop) cudaEventDestroy(st->ev_stop);
   if (st->own_stream) cudaStreamDestroy(st->own_stream);
@@ -158,13 +154,6 @@ static tgemm_status init_resources(tgemm_ctx *ctx, cuda_state *st) {
                                                         : LT_WORKSPACE_MAX;
   TGEMM__CUDA_TRY(ctx, cudaMalloc(&st->workspace, bytes), "cudaMalloc", "workspace of %zu bytes",
                   bytes);
-  const size_t counter_bytes = SPLIT_COUNTERS * sizeof *st->split_counters;
-  TGEMM__CUDA_TRY(ctx, cudaMalloc((void **)&st->split_counters, counter_bytes), "cudaMalloc",
-                  "split-K counters of %zu bytes", counter_bytes);
-  /* On the context's stream, ahead of every kernel (set_stream synchronizes
-   * before a switch). */
-  TGEMM__CUDA_TRY(ctx, cudaMemsetAsync(st->split_counters, 0, counter_bytes, st->own_stream),
-                  "cudaMemsetAsync", "split-K counters");
 
   /* Twice the L2, read or written once per flush, evicts whatever a kernel
    * left. */
@@ -346,8 +335,6 @@ static tgemm_status cuda_run(tgemm_ctx *ctx, const tgemm__kernel *kernel,
   a.y_dtype = ops->y->dtype;
   a.workspace = st->workspace;
   a.workspace_bytes = st->workspace_bytes;
-  a.split_counters = st->split_counters;
-  a.split_counter_count = SPLIT_COUNTERS;
   a.scale_mode = ops->w->scale_mode; /* activations follow the weight's rule, as on the CPU */
   a.sm_count = st->sm_count;
   a.stream = st->stream;

@@ -196,49 +196,6 @@ __device__ __forceinline__ void reduce_and_store(const float (&acc)[R], float *r
   cluster.sync(); /* keep this block's shared memory alive for the others */
 }
 
-/* Split K without a cluster, so the blocks of a group never wait for each
- * other: each block sums its warps as above and writes the result to its
- * own slot, partials[(group * split + rank) * R * 32 ...]; the last block
- * of the group to arrive (counted in counters[group], which it sets back
- * to zero for the next call) adds the slots in rank order, so the sum does
- * not depend on which block came last, and writes y.  red: WARPS * R * 32
- * floats of shared memory. */
-template <int WARPS, int R, int MT>
-__device__ __forceinline__ void reduce_and_store_global(const float (&acc)[R], float *red, int split,
-                                                        int rank, long long group, int row0,
-                                                        const epilogue &ep, float *partials,
-                                                        unsigned *counters) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  constexpr int E = R * 32;
-#pragma unroll
-  for (int r = 0; r < R; r++)
-    if (element_used<MT>(ep, row0, r * 32 + lane)) red[(warp * R + r) * 32 + lane] = acc[r];
-  __syncthreads();
-  float *slot = partials + ((size_t)group * split + rank) * E;
-  for (int e = threadIdx.x; e < E; e += WARPS * 32) {
-    if (!element_used<MT>(ep, row0, e)) continue;
-    float s = red[e];
-#pragma unroll
-    for (int w = 1; w < WARPS; w++) s += red[w * E + e];
-    slot[e] = s;
-  }
-  __threadfence(); /* the slot is visible to every SM before it is counted */
-  __syncthreads(); /* every thread has read red: red[0] carries the verdict */
-  unsigned *verdict = reinterpret_cast<unsigned *>(red);
-  if (threadIdx.x == 0) *verdict = atomicAdd(&counters[group], 1u) == (unsigned)split - 1;
-  __syncthreads();
-  if (!*verdict) return;
-  __threadfence(); /* the other blocks' slots, counted before this block's */
-  const float *slots = partials + (size_t)group * split * E;
-  for (int e = threadIdx.x; e < E; e += WARPS * 32) {
-    if (!element_used<MT>(ep, row0, e)) continue;
-    float s = 0.0f;
-    for (int b = 0; b < split; b++) s += __ldcg(slots + (size_t)b * E + e); /* past L1 */
-    store_one<MT>(ep, row0, e, s);
-  }
-  if (threadIdx.x == 0) counters[group] = 0;
-}
-
 /* x through a warp's cp.async ring (the "_xr" kernels), so that it arrives
  * with the weights, stages ahead, instead of from L2 right before its MMAs.
  * A ring stage holds the batch's x as MT groups of 8 tokens, XCH 16-byte
@@ -389,14 +346,13 @@ static inline bool mxfp4_operands_ok(const tgemm__cuda_gemm_args *args) {
          args->ldy >= args->n && bias_ok(args);
 }
 
-/* Launches fn over `groups` row groups of `split` blocks each (a cluster
- * when `cluster`; block b is rank b % split of group b / split), blocks of
+/* Launches fn over `groups` row groups, each a cluster of `split` blocks of
  * `warps` warps with `smem` bytes of dynamic shared memory (the limit is
  * raised first where needed; cudaErrorInvalidValue above kMaxSmem, e.g. an
  * x ring too large for this M). */
 template <typename Args>
 static cudaError_t launch(void (*fn)(Args), const Args &a, long long groups, int split, int warps,
-                          size_t smem, cudaStream_t stream, bool cluster = true) {
+                          size_t smem, cudaStream_t stream) {
   if (smem > kMaxSmem) return cudaErrorInvalidValue;
   cudaError_t err = tgemm__ensure_smem_limit(reinterpret_cast<const void *>(fn), smem);
   if (err != cudaSuccess) return err;
@@ -406,7 +362,7 @@ static cudaError_t launch(void (*fn)(Args), const Args &a, long long groups, int
   lc.dynamicSmemBytes = smem;
   lc.stream = stream;
   cudaLaunchAttribute attr[1];
-  if (split > 1 && cluster) {
+  if (split > 1) {
     attr[0].id = cudaLaunchAttributeClusterDimension;
     attr[0].val.clusterDim.x = (unsigned)split;
     attr[0].val.clusterDim.y = 1;

@@ -3,11 +3,7 @@
  * Same work split as skinny_bf16.cu, with one MXFP4 block (16 bytes, 32 k,
  * one scale) per lane and load: lane (g, c) reads block 4j + c of a batch
  * for rows g and g+8 of each tile, decoded and multiplied as described in
- * w4a16_decode.cuh.  Unlike skinny, the blocks of a split are not a
- * cluster: their partial sums meet in the workspace and the last block to
- * finish adds them (tgemm_decode::reduce_and_store_global), so no block
- * waits at a cluster barrier for a partner whose first batch landed later
- * (2.2 µs of a 7.5 µs call on q_a, docs/BENCHMARKS.md). */
+ * w4a16_decode.cuh. */
 #include <cuda_runtime.h>
 #include <limits.h>
 #include <stdio.h>
@@ -54,8 +50,6 @@ struct w4_args {
   long long k;
   long long k_blocks; /* ceil(k / 32) */
   int split;
-  float *partials;    /* split > 1: a slot per block (workspace) */
-  unsigned *counters; /* split > 1: an arrival count per row group */
   epilogue ep;
 };
 
@@ -329,12 +323,8 @@ __global__ void __launch_bounds__(WARPS * 32)
   W4_PHASE(2);
   if constexpr (ST > 0) __syncthreads(); /* the rings become the reduction buffer */
   W4_PHASE(3);
-  float *red = reinterpret_cast<float *>(smem);
-  if (split == 1)
-    tgemm_decode::reduce_and_store<WARPS, R, MT>(acc, red, 1, row0, a.ep);
-  else
-    tgemm_decode::reduce_and_store_global<WARPS, R, MT>(acc, red, split, rank, blockIdx.x / split, row0,
-                                                        a.ep, a.partials, a.counters);
+  tgemm_decode::reduce_and_store<WARPS, R, MT>(acc, reinterpret_cast<float *>(smem), split, row0,
+                                               a.ep);
   W4_PHASE(4);
 }
 
@@ -384,8 +374,8 @@ size_t smem_bytes(config cfg, int mt) {
   return ring > red ? ring : red;
 }
 
-/* Each worker (warp of the row group's blocks) must get at least one
- * batch, and the rings must fit. */
+/* Each worker (warp of the cluster) must get at least one batch, and the
+ * rings must fit. */
 bool config_useful(const tgemm__shape *s, config cfg) {
   long long blocks = (s->k + 31) / 32;
   long long batches = (blocks + 4LL * cfg.unroll - 1) / (4LL * cfg.unroll);
@@ -404,8 +394,8 @@ bool config_useful(const tgemm__shape *s, config cfg) {
  * - very tall weights (>= 1024 tiles): short rows (K <= 1024) 4 warps of
  *   two tiles with x read directly, from M = 9 2 warps of four tiles with
  *   x in the ring; else four tiles a warp (two at M > 8);
- * - long rows (K >= 8192): one warp of four tiles, split 8 (8 one-warp
- *   blocks); from M = 9, 4 warps of four tiles, split 2;
+ * - long rows (K >= 8192): one warp of four tiles, split 8 (a cluster of
+ *   8 one-warp blocks); from M = 9, 4 warps of four tiles, split 2;
  * - other short rows: 4 warps of one tile on a 4-deep ring;
  * - otherwise 4 warps of one tile on a 4-deep ring up to two tiles per SM,
  *   else 8 warps of two tiles on a 2-deep ring. */
@@ -482,19 +472,8 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
   a.lds = args->ldw_scales;
   a.k = args->k;
   a.k_blocks = k_blocks;
+  a.split = cfg.split;
   a.ep = tgemm_decode::epilogue_of(args);
   const long long groups = (args->n + 16LL * cfg.tiles - 1) / (16LL * cfg.tiles);
-  /* A split needs a slot of partial sums per block in the workspace and a
-   * counter per row group; without room it runs unsplit (same result up
-   * to f32 rounding, slower). */
-  const size_t slot_bytes = (size_t)cfg.tiles * mt * 4 * 32 * sizeof(float);
-  const uintptr_t slots = ((uintptr_t)args->workspace + 255) & ~(uintptr_t)255;
-  const size_t need = (slots - (uintptr_t)args->workspace) + (size_t)groups * cfg.split * slot_bytes;
-  if (cfg.split > 1 && (!args->workspace || need > args->workspace_bytes || !args->split_counters ||
-                        groups > args->split_counter_count))
-    cfg.split = 1;
-  a.split = cfg.split;
-  a.partials = reinterpret_cast<float *>(slots);
-  a.counters = args->split_counters;
-  return tgemm_decode::launch(fn, a, groups, cfg.split, cfg.warps, smem, args->stream, false);
+  return tgemm_decode::launch(fn, a, groups, cfg.split, cfg.warps, smem, args->stream);
 }

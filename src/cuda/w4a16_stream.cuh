@@ -11,9 +11,8 @@
  * candidates for small M.  Kernel names:
  * "w4a16_stream_w<warps>_t<tiles>_u<unroll>_p<stages>_s<split>[_xr]", with
  * params[0..5] = warps per block, 16-row tiles per warp, 4-block steps per
- * batch, split of K (over blocks whose partial sums meet in the
- * workspace), depth of the per-warp cp.async ring, and 1 ("_xr") when that
- * ring also carries x. */
+ * batch, cluster split of K, depth of the per-warp cp.async ring, and 1
+ * ("_xr") when that ring also carries x. */
 #ifndef TGEMM_CUDA_W4A16_STREAM_CUH
 #define TGEMM_CUDA_W4A16_STREAM_CUH
 
@@ -38,12 +37,10 @@ int tgemm__w4a16_stream_candidates(const tgemm__shape *shape, int sm_count,
  * 4-byte aligned, the run silently uses a scalar-load kernel (same result
  * up to f32 rounding, slower).  Returns
  * cudaErrorInvalidValue for an unknown kernel or unsupported shape or
- * dtype, else the launch status.  A split > 1 writes one slot of partial
- * sums per block at the (256-byte aligned) start of args->workspace and
- * counts on args->split_counters; when either is too small it runs
- * unsplit.  Never allocates or synchronizes (cudaFuncSetAttribute for
- * > 48 KB of shared memory is not a stream operation: graph capture is
- * fine).  x must be bf16: an f16 x would need an inexact conversion. */
+ * dtype, else the launch status.  Never allocates, synchronizes or touches
+ * the workspace (cudaFuncSetAttribute for > 48 KB of shared memory is not a
+ * stream operation: graph capture is fine).  x must be bf16: an f16 x would
+ * need an inexact conversion. */
 cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
                                     const tgemm__cuda_gemm_args *args);
 

@@ -86,8 +86,7 @@ cudaError_t run_prequant(const tgemm__kernel *kernel, const tgemm__cuda_gemm_arg
 /* M <= 16: x̂ = dequantize(quantize(x)) into the workspace as bf16 (one
  * small launch; exact), then the streaming W4A16 decode kernel on x̂.  The
  * result is the exact product of the dequantized operands, as for every
- * W4A4 kernel.  Workspace: M * round_up(K, 8) * 2 bytes, then the stream
- * kernel's split partial sums. */
+ * W4A4 kernel.  Workspace: M * round_up(K, 8) * 2 bytes. */
 cudaError_t run_xq(const tgemm__kernel *kernel, const tgemm__cuda_gemm_args *args) {
   if (!args->workspace || !args->x) return cudaErrorInvalidValue;
   tgemm__kernel inner = *kernel;
@@ -111,8 +110,6 @@ cudaError_t run_xq(const tgemm__kernel *kernel, const tgemm__cuda_gemm_args *arg
   a.x = xhat;
   a.ldx = ld;
   a.x_dtype = TGEMM_BF16;
-  a.workspace = reinterpret_cast<char *>(args->workspace) + need; /* the split's partial sums */
-  a.workspace_bytes = args->workspace_bytes - need;
   return tgemm__w4a16_stream_run(&inner, &a);
 }
 

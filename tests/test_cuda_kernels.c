@@ -157,8 +157,9 @@ static void run_route(tgemm_ctx *ctx, tgemm_route route, const test_case *tc,
     if (qref) {
       double qerr = test_rel_error(y_host, tc->y_dtype, tc->m, tc->n, tc->n, qref);
       if (qerr > rs->max_qerr) rs->max_qerr = qerr;
-      /* Again, bit for bit: the MXFP4 decode kernels are deterministic, and
-       * a split one must have set its arrival counters back to zero. */
+      /* Again, bit for bit: the MXFP4 decode kernels sum in a fixed order,
+       * split ones included, so no run may depend on timing or on state a
+       * previous run left. */
       void *again = malloc(y_bytes);
       CHECK_OK(tgemm_memcpy(ctx, ops->y->data, y_poison_host, y_bytes, TGEMM_COPY_HOST_TO_DEVICE));
       CHECK_OK(ctx->backend->run(ctx, &cands[c], &shape, ops));

@@ -15,7 +15,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "cuda_check.cuh"
+#include "probe_common.cuh"
 
 namespace {
 
@@ -76,29 +76,13 @@ void run(const experiment &e) {
     CK(tgemm__w4a16_stream_run(kernel, &a));
   }
   CK(cudaStreamSynchronize(stream));
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < calls; i++) {
-    a.w_packed = wq[i % copies], a.w_scales = ws[i % copies];
-    CK(tgemm__w4a16_stream_run(kernel, &a));
-  }
-  CK(cudaStreamEndCapture(stream, &graph));
-  CK(cudaGraphInstantiate(&exec, graph, 0));
   cudaEvent_t t0, t1;
   CK(cudaEventCreate(&t0));
   CK(cudaEventCreate(&t1));
-  CK(cudaGraphLaunch(exec, stream)); /* upload */
-  std::vector<double> per_call;
-  for (int r = 0; r < 20; r++) {
-    CK(cudaEventRecord(t0, stream));
-    CK(cudaGraphLaunch(exec, stream));
-    CK(cudaEventRecord(t1, stream));
-    CK(cudaEventSynchronize(t1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, t0, t1));
-    per_call.push_back(ms * 1000.0 / calls);
-  }
+  const float per_call = graph_us(stream, t0, t1, calls, [&](int i) {
+    a.w_packed = wq[i % copies], a.w_scales = ws[i % copies];
+    CK(tgemm__w4a16_stream_run(kernel, &a));
+  });
   static unsigned long long rec[TGEMM_W4_PHASES][8];
   CK(cudaMemcpyFromSymbol(rec, tgemm_w4_phases, sizeof rec));
 
@@ -125,9 +109,9 @@ void run(const experiment &e) {
   for (int c : per_sm) sms += c > 0, most = std::max(most, c);
   printf("\n== %s N=%lld K=%lld M=%lld %s: %d blocks on %d SMs (at most %d an SM), %d copies\n", e.layer,
          e.n, e.k, e.m, e.kernel, blocks, sms, most, copies);
-  printf("   graph back to back: %.2f us a call (median of 20 replays of %d calls); "
+  printf("   graph back to back: %.2f us a call (median of 10 replays of %d calls); "
          "last call: first start to last exit %.2f us, SM clock %.2f GHz\n",
-         pct(per_call, 50), calls, (last - first) / 1e3, pct(ghz, 50));
+         per_call, calls, (last - first) / 1e3, pct(ghz, 50));
   printf("   us over blocks        min    p10    p50    p90    max\n");
   struct {
     const char *name;
@@ -138,8 +122,8 @@ void run(const experiment &e) {
   for (auto &r : rows)
     printf("   %-21s %6.2f %6.2f %6.2f %6.2f %6.2f\n", r.name, pct(*r.v, 0), pct(*r.v, 10), pct(*r.v, 50),
            pct(*r.v, 90), pct(*r.v, 100));
-  CK(cudaGraphExecDestroy(exec));
-  CK(cudaGraphDestroy(graph));
+  CK(cudaEventDestroy(t0));
+  CK(cudaEventDestroy(t1));
   CK(cudaStreamDestroy(stream));
   for (int i = 0; i < copies; i++) cudaFree(wq[i]), cudaFree(ws[i]);
   cudaFree(x), cudaFree(y);

@@ -71,4 +71,30 @@ static float cold_us(cudaStream_t s, cudaEvent_t e0, cudaEvent_t e1, Flush flush
   return median(ts);
 }
 
+/* µs per call of a CUDA graph of `calls` back-to-back launches, launch(i)
+ * for call i, replayed on s: the median of 10 replays after 2 untimed
+ * ones (the first uploads the graph). */
+template <typename Launch>
+static float graph_us(cudaStream_t s, cudaEvent_t e0, cudaEvent_t e1, int calls, Launch launch) {
+  cudaGraph_t g;
+  cudaGraphExec_t ge;
+  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < calls; i++) launch(i);
+  CK(cudaStreamEndCapture(s, &g));
+  CK(cudaGraphInstantiate(&ge, g, 0));
+  std::vector<float> ts;
+  for (int r = 0; r < 12; r++) {
+    CK(cudaEventRecord(e0, s));
+    CK(cudaGraphLaunch(ge, s));
+    CK(cudaEventRecord(e1, s));
+    CK(cudaEventSynchronize(e1));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    if (r >= 2) ts.push_back(ms * 1000 / calls);
+  }
+  CK(cudaGraphExecDestroy(ge));
+  CK(cudaGraphDestroy(g));
+  return median(ts);
+}
+
 #endif

@@ -85,25 +85,8 @@ int main() {
       /* back to back: a graph rotating over copies spanning >= 400 MB */
       const int copies = (int)std::max<size_t>(2, std::min<size_t>(pool_bytes / bytes, 64));
       const int launches = std::max(copies, 40);
-      cudaGraph_t g;
-      cudaGraphExec_t ge;
-      CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-      for (int l = 0; l < launches; l++) launch((char *)pool + (size_t)(l % copies) * bytes);
-      CK(cudaStreamEndCapture(s, &g));
-      CK(cudaGraphInstantiate(&ge, g, 0));
-      ts.clear();
-      for (int r = 0; r < 12; r++) {
-        CK(cudaEventRecord(e0, s));
-        CK(cudaGraphLaunch(ge, s));
-        CK(cudaEventRecord(e1, s));
-        CK(cudaEventSynchronize(e1));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, e0, e1));
-        if (r >= 2) ts.push_back(ms * 1000 / launches);
-      }
-      CK(cudaGraphExecDestroy(ge));
-      CK(cudaGraphDestroy(g));
-      const float gr = median(ts);
+      const float gr = graph_us(s, e0, e1, launches,
+                                [&](int l) { launch((char *)pool + (size_t)(l % copies) * bytes); });
       if (gr < best_gr) best_gr = gr, best_gr_cfg = cfg;
     }
     printf("%8.2f %8.2f | %8.2f (%.2f) b%dx u%d        | %8.2f (%.2f) b%dx u%d\n", mb, floor_us, best_ev,

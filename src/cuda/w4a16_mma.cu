@@ -40,10 +40,6 @@
 #include "cuda/w4a16_stream.cuh"
 #define TGEMM__HAVE_W4A16_STREAM 1
 #endif
-#if __has_include("cuda/w4a16_bulk.cuh")
-#include "cuda/w4a16_bulk.cuh"
-#define TGEMM__HAVE_W4A16_BULK 1
-#endif
 
 namespace {
 
@@ -899,10 +895,6 @@ extern "C" int tgemm__w4a16_candidates(const tgemm__shape *shape, int sm_count,
     if (n > 0) count = n;
   }
 #endif
-#ifdef TGEMM__HAVE_W4A16_BULK
-  if (shape->m <= 16 && count < cap)
-    count += tgemm__w4a16_bulk_candidates(shape, sm_count, out + count, cap - count);
-#endif
   if (!w4a16_shape_ok(shape)) return count;
   return count + tgemm__mx_mma_candidates(shape, sm_count, TGEMM_ROUTE_W4A16, kMmaPrefix,
                                           out + count, cap - count);
@@ -914,9 +906,6 @@ extern "C" cudaError_t tgemm__w4a16_run(const tgemm__kernel *kernel,
 #ifdef TGEMM__HAVE_W4A16_STREAM
   if (strncmp(kernel->name, "w4a16_stream_", 13) == 0)
     return tgemm__w4a16_stream_run(kernel, args);
-#endif
-#ifdef TGEMM__HAVE_W4A16_BULK
-  if (strncmp(kernel->name, "w4a16_bulk_", 11) == 0) return tgemm__w4a16_bulk_run(kernel, args);
 #endif
   if (strncmp(kernel->name, kMmaPrefix, sizeof kMmaPrefix - 1) != 0) return cudaErrorInvalidValue;
   return tgemm__mx_mma_launch(args, TGEMM__MX_A_DENSE, NULL, kernel->params[0],

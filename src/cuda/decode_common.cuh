@@ -36,6 +36,18 @@ __device__ __forceinline__ unsigned long long evict_first_policy() {
   return policy;
 }
 
+/* Pins a value a loop only reads in a register: after the empty asm the
+ * value is opaque, so the compiler cannot recompute it inside the loop from
+ * the thread index (in the W4A16 ring loop it did, ~140 of ~340
+ * instructions a batch, on a kernel that issues on 60% of its cycles). */
+__device__ __forceinline__ void keep(int &v) { asm volatile("" : "+r"(v)); }
+__device__ __forceinline__ void keep(unsigned &v) { asm volatile("" : "+r"(v)); }
+__device__ __forceinline__ void keep(long long &v) { asm volatile("" : "+l"(v)); }
+template <typename T>
+__device__ __forceinline__ void keep(T *&p) {
+  asm volatile("" : "+l"(p));
+}
+
 /* 16-byte weight load: read-only path, no L1 allocation, L2 evict-first,
  * and a 256-byte L2 prefetch so that DRAM serves whole bursts. */
 __device__ __forceinline__ uint4 load_stream16(const void *ptr, unsigned long long policy) {
@@ -223,6 +235,16 @@ struct x_ring_copy {
         if (8 * mt + r < m) real |= 1u << (mt * XCH / 4 + i);
       }
     }
+  }
+  /* Pins the copy plan in registers for a loop (see keep). */
+  __device__ __forceinline__ void keep_in_registers() {
+#pragma unroll
+    for (int i = 0; i < XCH / 4; i++) {
+      keep(dst[i]);
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) keep(src[mt][i]);
+    }
+    keep(real);
   }
   /* Copies one batch into a stage; xin points at token 0 of the batch plus
    * this lane's piece (8 * (lane % XCH) elements). */

@@ -154,9 +154,16 @@ __global__ void __launch_bounds__(WARPS * 32)
 
   const long long full = (k / 32) / BU; /* batches whose blocks all lie inside K */
   if constexpr (ST > 0) {
-    uint4 *ring = smem + (size_t)warp * ST * SLOTS * 32 + lane;
-    unsigned *sring = reinterpret_cast<unsigned *>(smem + (size_t)WARPS * ST * SLOTS * 32) +
-                      (size_t)warp * ST * SLOTS * 8;
+    /* The lane's places in the rings, as byte offsets into shared memory
+     * (pinned in registers in the loop, see tgemm_decode::keep; offsets
+     * rather than pointers, so that accesses stay shared-memory ones):
+     * its weight slot, its quad's scale word (copied by lane c == 0) and
+     * scale byte. */
+    unsigned char *const sm = reinterpret_cast<unsigned char *>(smem);
+    int ring_at = (int)(((size_t)warp * ST * SLOTS * 32 + lane) * 16);
+    int sring_at = (int)((size_t)WARPS * ST * SLOTS * 32 * 16 + ((size_t)warp * ST * SLOTS * 8 + g) * 4);
+    int sread_at = sring_at + c;
+    int scale_copier = c == 0;
     const long long mine = worker < full ? (full - 1 - worker) / workers + 1 : 0;
     /* Loop-carried cursors (copy-in pointers, x pointers, ring stages) that
      * advance by one stride per batch: recomputing each address from the
@@ -179,16 +186,20 @@ __global__ void __launch_bounds__(WARPS * 32)
      * token r is stored at p ^ ((r & 1) | ((p >> 3 & 1) << 1)): the 8 lanes
      * of a quarter warp (tokens g, g+1, pieces 4c + w) then read 8
      * different bank groups. */
-    uint4 *xring = smem + (size_t)WARPS * ST * SLOTS * 34 + (size_t)warp * ST * XSTAGE;
+    int xring_at = (int)(((size_t)WARPS * ST * SLOTS * 34 + (size_t)warp * ST * XSTAGE) * 16);
     const unsigned short *xin = a.x + (long long)worker * BU * 32 + 8 * (lane % XCH);
     tgemm_decode::x_ring_copy<MT, XR ? XCH : 16> xcopy;
     if constexpr (XR)
       xcopy.init(lane, m, a.ldx, [](int r, int p) { return p ^ ((r & 1) | ((p >> 3 & 1) << 1)); });
-    const int xrd = g * XCH + 4 * c, xsw = (g & 1) | (c & 2);
+    /* the lane's x pieces w = 0..3 in a stage of the x ring */
+    int xread_at[4];
+#pragma unroll
+    for (int w = 0; w < 4; w++)
+      xread_at[w] = xring_at + (g * XCH + 4 * c + (w ^ ((g & 1) | (c & 2)))) * 16;
     int in_stage = 0, out_stage = 0;
     auto issue = [&]() {
-      uint4 *rs = ring + in_stage * SLOTS * 32;
-      unsigned *ss = sring + in_stage * SLOTS * 8 + g;
+      uint4 *rs = reinterpret_cast<uint4 *>(sm + ring_at) + in_stage * SLOTS * 32;
+      unsigned *ss = reinterpret_cast<unsigned *>(sm + sring_at) + in_stage * SLOTS * 8;
 #pragma unroll
       for (int t = 0; t < T; t++)
 #pragma unroll
@@ -197,10 +208,10 @@ __global__ void __launch_bounds__(WARPS * 32)
           for (int h = 0; h < 2; h++) {
             const int slot = (t * U + j) * 2 + h;
             tgemm_decode::cp_async16_stream(rs + slot * 32, in_q[t][h] + 64 * j, policy);
-            if (c == 0) tgemm_decode::cp_async4(ss + slot * 8, in_s[t][h] + 4 * j);
+            if (scale_copier) tgemm_decode::cp_async4(ss + slot * 8, in_s[t][h] + 4 * j);
           }
       if constexpr (XR) {
-        xcopy.issue(xring + in_stage * XSTAGE, xin);
+        xcopy.issue(reinterpret_cast<uint4 *>(sm + xring_at) + in_stage * XSTAGE, xin);
         xin += x_step;
       }
 #pragma unroll
@@ -215,6 +226,14 @@ __global__ void __launch_bounds__(WARPS * 32)
       tgemm_decode::cp_async_commit();
     }
     for (long long i = 0; i < mine; i++) {
+      tgemm_decode::keep(ring_at), tgemm_decode::keep(sring_at), tgemm_decode::keep(sread_at);
+      tgemm_decode::keep(scale_copier);
+      if constexpr (XR) {
+        tgemm_decode::keep(xring_at);
+#pragma unroll
+        for (int w = 0; w < 4; w++) tgemm_decode::keep(xread_at[w]);
+        xcopy.keep_in_registers();
+      }
       if (i + ST - 1 < mine) issue();
       tgemm_decode::cp_async_commit();
       uint4 xv[U][MT][4];
@@ -226,17 +245,17 @@ __global__ void __launch_bounds__(WARPS * 32)
       }
       tgemm_decode::cp_async_wait<ST - 1>();
       __syncwarp(); /* scales (and x) were copied by other lanes */
-      const uint4 *rs = ring + out_stage * SLOTS * 32;
-      const unsigned char *ss =
-          reinterpret_cast<const unsigned char *>(sring + out_stage * SLOTS * 8 + g) + c;
+      const uint4 *rs = reinterpret_cast<const uint4 *>(sm + ring_at) + out_stage * SLOTS * 32;
+      const unsigned char *ss = sm + sread_at + out_stage * SLOTS * 8 * 4;
       if constexpr (XR) {
-        const uint4 *xs = xring + out_stage * XSTAGE + xrd;
 #pragma unroll
         for (int j = 0; j < U; j++)
 #pragma unroll
           for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-            for (int w = 0; w < 4; w++) xv[j][mt][w] = xs[mt * 8 * XCH + 16 * j + (w ^ xsw)];
+            for (int w = 0; w < 4; w++)
+              xv[j][mt][w] = reinterpret_cast<const uint4 *>(
+                  sm + xread_at[w])[out_stage * XSTAGE + mt * 8 * XCH + 16 * j];
       }
       out_stage = out_stage + 1 == ST ? 0 : out_stage + 1;
       uint4 v[T][U][2];

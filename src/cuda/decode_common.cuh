@@ -221,7 +221,7 @@ struct x_ring_copy {
   static_assert(XCH >= 4 && 32 % XCH == 0, "a token's pieces must tile a warp evenly");
   long long src[MT][XCH / 4]; /* element offset of the piece's token row */
   int dst[XCH / 4];           /* stored piece index inside a token group */
-  unsigned real = 0;          /* bit mt * XCH/4 + i: token below m */
+  unsigned bytes[MT][XCH / 4]; /* 16 for a token below m, else 0 (zero fill) */
 
   template <typename Swizzle>
   __device__ __forceinline__ void init(int lane, int m, long long ldx, Swizzle swizzle) {
@@ -232,7 +232,7 @@ struct x_ring_copy {
 #pragma unroll
       for (int mt = 0; mt < MT; mt++) {
         src[mt][i] = (long long)min(8 * mt + r, m - 1) * ldx;
-        if (8 * mt + r < m) real |= 1u << (mt * XCH / 4 + i);
+        bytes[mt][i] = 8 * mt + r < m ? 16u : 0u;
       }
     }
   }
@@ -242,9 +242,8 @@ struct x_ring_copy {
     for (int i = 0; i < XCH / 4; i++) {
       keep(dst[i]);
 #pragma unroll
-      for (int mt = 0; mt < MT; mt++) keep(src[mt][i]);
+      for (int mt = 0; mt < MT; mt++) keep(src[mt][i]), keep(bytes[mt][i]);
     }
-    keep(real);
   }
   /* Copies one batch into a stage; xin points at token 0 of the batch plus
    * this lane's piece (8 * (lane % XCH) elements). */
@@ -253,8 +252,7 @@ struct x_ring_copy {
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
       for (int i = 0; i < XCH / 4; i++)
-        cp_async16_fill(stage + mt * 8 * XCH + dst[i], xin + src[mt][i],
-                        (real >> (mt * XCH / 4 + i) & 1) * 16);
+        cp_async16_fill(stage + mt * 8 * XCH + dst[i], xin + src[mt][i], bytes[mt][i]);
   }
 };
 

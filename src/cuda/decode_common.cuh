@@ -38,15 +38,13 @@ __device__ __forceinline__ unsigned long long evict_first_policy() {
 
 /* Pins a value a loop only reads in a register: after the empty asm the
  * value is opaque, so the compiler cannot recompute it inside the loop from
- * the thread index (in the W4A16 ring loop it did, ~140 of ~340
- * instructions a batch, on a kernel that issues on 60% of its cycles). */
+ * the thread index (in the W4A16 ring loop it did: ~80 of ~340
+ * instructions a batch, on a kernel that issues on 60% of its cycles).
+ * Pin shared-memory offsets, not pointers: an opaque pointer is no longer
+ * known to point into shared memory. */
 __device__ __forceinline__ void keep(int &v) { asm volatile("" : "+r"(v)); }
 __device__ __forceinline__ void keep(unsigned &v) { asm volatile("" : "+r"(v)); }
 __device__ __forceinline__ void keep(long long &v) { asm volatile("" : "+l"(v)); }
-template <typename T>
-__device__ __forceinline__ void keep(T *&p) {
-  asm volatile("" : "+l"(p));
-}
 
 /* 16-byte weight load: read-only path, no L1 allocation, L2 evict-first,
  * and a 256-byte L2 prefetch so that DRAM serves whole bursts. */

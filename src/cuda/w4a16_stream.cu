@@ -161,7 +161,8 @@ __global__ void __launch_bounds__(WARPS * 32)
      * scale byte. */
     unsigned char *const sm = reinterpret_cast<unsigned char *>(smem);
     int ring_at = (int)(((size_t)warp * ST * SLOTS * 32 + lane) * 16);
-    int sring_at = (int)((size_t)WARPS * ST * SLOTS * 32 * 16 + ((size_t)warp * ST * SLOTS * 8 + g) * 4);
+    int sring_at =
+        (int)((size_t)WARPS * ST * SLOTS * 32 * 16 + ((size_t)warp * ST * SLOTS * 8 + g) * 4);
     int sread_at = sring_at + c;
     int scale_copier = c == 0;
     const long long mine = worker < full ? (full - 1 - worker) / workers + 1 : 0;

@@ -165,7 +165,7 @@ __global__ void __launch_bounds__(WARPS * 32)
         (int)((size_t)WARPS * ST * SLOTS * 32 * 16 + ((size_t)warp * ST * SLOTS * 8 + g) * 4);
     int sread_at = sring_at + c;
     int scale_copier = c == 0;
-    const long long mine = worker < full ? (full - 1 - worker) / workers + 1 : 0;
+    const int mine = worker < full ? (int)((full - 1 - worker) / workers) + 1 : 0;
     /* Loop-carried cursors (copy-in pointers, x pointers, ring stages) that
      * advance by one stride per batch: recomputing each address from the
      * batch index cost ~200 integer instructions per batch, on the pipe
@@ -197,10 +197,10 @@ __global__ void __launch_bounds__(WARPS * 32)
 #pragma unroll
     for (int w = 0; w < 4; w++)
       xread_at[w] = xring_at + (g * XCH + 4 * c + (w ^ ((g & 1) | (c & 2)))) * 16;
-    int in_stage = 0, out_stage = 0;
-    auto issue = [&]() {
-      uint4 *rs = reinterpret_cast<uint4 *>(sm + ring_at) + in_stage * SLOTS * 32;
-      unsigned *ss = reinterpret_cast<unsigned *>(sm + sring_at) + in_stage * SLOTS * 8;
+    /* Copies the next batch into ring stage `stage`. */
+    auto issue = [&](int stage) {
+      uint4 *rs = reinterpret_cast<uint4 *>(sm + ring_at) + stage * SLOTS * 32;
+      unsigned *ss = reinterpret_cast<unsigned *>(sm + sring_at) + stage * SLOTS * 8;
 #pragma unroll
       for (int t = 0; t < T; t++)
 #pragma unroll
@@ -212,30 +212,22 @@ __global__ void __launch_bounds__(WARPS * 32)
             if (scale_copier) tgemm_decode::cp_async4(ss + slot * 8, in_s[t][h] + 4 * j);
           }
       if constexpr (XR) {
-        xcopy.issue(reinterpret_cast<uint4 *>(sm + xring_at) + in_stage * XSTAGE, xin);
+        xcopy.issue(reinterpret_cast<uint4 *>(sm + xring_at) + stage * XSTAGE, xin);
         xin += x_step;
       }
 #pragma unroll
       for (int t = 0; t < T; t++)
 #pragma unroll
         for (int h = 0; h < 2; h++) in_q[t][h] += q_step, in_s[t][h] += s_step;
-      in_stage = in_stage + 1 == ST ? 0 : in_stage + 1;
     };
 #pragma unroll
     for (int s = 0; s < ST - 1; s++) {
-      if (s < mine) issue();
+      if (s < mine) issue(s);
       tgemm_decode::cp_async_commit();
     }
-    for (long long i = 0; i < mine; i++) {
-      tgemm_decode::keep(ring_at), tgemm_decode::keep(sring_at), tgemm_decode::keep(sread_at);
-      tgemm_decode::keep(scale_copier);
-      if constexpr (XR) {
-        tgemm_decode::keep(xring_at);
-#pragma unroll
-        for (int w = 0; w < 4; w++) tgemm_decode::keep(xread_at[w]);
-        xcopy.keep_in_registers();
-      }
-      if (i + ST - 1 < mine) issue();
+    /* Batch i, which sits in ring stage `stage` (= i % ST). */
+    auto consume = [&](int i, int stage) {
+      if (i + ST - 1 < mine) issue((stage + ST - 1) % ST);
       tgemm_decode::cp_async_commit();
       uint4 xv[U][MT][4];
       if constexpr (!XR) {
@@ -246,8 +238,8 @@ __global__ void __launch_bounds__(WARPS * 32)
       }
       tgemm_decode::cp_async_wait<ST - 1>();
       __syncwarp(); /* scales (and x) were copied by other lanes */
-      const uint4 *rs = reinterpret_cast<const uint4 *>(sm + ring_at) + out_stage * SLOTS * 32;
-      const unsigned char *ss = sm + sread_at + out_stage * SLOTS * 8 * 4;
+      const uint4 *rs = reinterpret_cast<const uint4 *>(sm + ring_at) + stage * SLOTS * 32;
+      const unsigned char *ss = sm + sread_at + stage * SLOTS * 8 * 4;
       if constexpr (XR) {
 #pragma unroll
         for (int j = 0; j < U; j++)
@@ -256,9 +248,8 @@ __global__ void __launch_bounds__(WARPS * 32)
 #pragma unroll
             for (int w = 0; w < 4; w++)
               xv[j][mt][w] = reinterpret_cast<const uint4 *>(
-                  sm + xread_at[w])[out_stage * XSTAGE + mt * 8 * XCH + 16 * j];
+                  sm + xread_at[w])[stage * XSTAGE + mt * 8 * XCH + 16 * j];
       }
-      out_stage = out_stage + 1 == ST ? 0 : out_stage + 1;
       uint4 v[T][U][2];
       unsigned s[T][U][2];
 #pragma unroll
@@ -274,6 +265,22 @@ __global__ void __launch_bounds__(WARPS * 32)
       __syncwarp(); /* every lane has read the slot before it is refilled */
       if (i == 0) W4_PHASE(1);
       compute(v, s, xv);
+    };
+    /* Unrolled by ST, so that every stage offset is a constant. */
+    for (int i0 = 0; i0 < mine; i0 += ST) {
+      tgemm_decode::keep(ring_at), tgemm_decode::keep(sring_at), tgemm_decode::keep(sread_at);
+      tgemm_decode::keep(scale_copier);
+      if constexpr (XR) {
+        tgemm_decode::keep(xring_at);
+#pragma unroll
+        for (int w = 0; w < 4; w++) tgemm_decode::keep(xread_at[w]);
+        xcopy.keep_in_registers();
+      }
+#pragma unroll
+      for (int stage = 0; stage < ST; stage++) {
+        if (i0 + stage >= mine) break;
+        consume(i0 + stage, stage);
+      }
     }
     tgemm_decode::cp_async_wait<0>();
   } else {

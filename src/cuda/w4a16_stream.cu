@@ -411,39 +411,42 @@ bool config_useful(const tgemm__shape *s, config cfg) {
 }
 
 /* The built-in choice (candidates[0]).  A rule read off the tuner runs of
- * 2026-11-24 on the H100 (bench/device/suite.sh route w4a16: every
- * candidate timed on the nine DeepSeek-V3 projections x M = 1..16).  x goes
- * through the ring ("_xr") everywhere but on tall short rows (kv_b) up to
- * M = 8:
- * - fewer 16-row tiles than half the SMs (N = 576): 4 warps, split 8 at
- *   M <= 8, else 8 warps on a 4-deep ring, split 2;
+ * 2026-11-24 on the H100 after the ring loop kept its offsets in registers
+ * (`tgemm tune --preset deepseek-v3 --tp {1,8} --m 1,2,4,8,16 --routes
+ * w4a16 -v`, flushed and `--graph`: both picked the same kernels, within
+ * 1%, on every one of the 45 points).  x goes through the ring ("_xr"):
+ * - fewer 16-row tiles than half the SMs (N = 576): 16 warps on a 2-deep
+ *   ring at M <= 8, else 8 warps on a 2-deep ring, split 2;
  * - at most one tile per SM (N <= 2112): 16 warps on a 2-deep ring;
  * - very tall weights (>= 1024 tiles): short rows (K <= 1024) 4 warps of
- *   two tiles with x read directly, from M = 9 2 warps of four tiles with
- *   x in the ring; else four tiles a warp (two at M > 8);
- * - long rows (K >= 8192): one warp of four tiles, split 8 (a cluster of
- *   8 one-warp blocks); from M = 9, 4 warps of four tiles, split 2;
+ *   two tiles, from M = 9 2 warps of four tiles; else four tiles a warp
+ *   (two at M > 8);
+ * - long rows (K >= 8192): 8 warps of two tiles; from M = 9, 4 warps of
+ *   four tiles, split 2;
+ * - up to two tiles per SM: 4-deep rings of one tile a warp, 8 warps on
+ *   short rows (K <= 1024), else 4;
  * - other short rows: 4 warps of one tile on a 4-deep ring;
- * - otherwise 4 warps of one tile on a 4-deep ring up to two tiles per SM,
- *   else 8 warps of two tiles on a 2-deep ring. */
+ * - otherwise 4 warps of two tiles on a 2-deep ring. */
 config default_config(const tgemm__shape *s, int sm_count) {
   const long long tiles16 = (s->n + 15) / 16;
   const bool wide_m = s->m > 8;
   config cfg;
   if (2 * tiles16 < sm_count) {
-    cfg = wide_m ? config{8, 1, 1, 4, 2, 1} : config{4, 1, 1, 4, 8, 1};
+    cfg = wide_m ? config{8, 1, 1, 2, 2, 1} : config{16, 1, 1, 2, 1, 1};
     while (cfg.split > 1 && !config_useful(s, cfg)) cfg.split /= 2;
   } else if (tiles16 <= sm_count) {
     cfg = config{16, 1, 1, 2, 1, 1};
   } else if (tiles16 >= 1024) {
-    if (s->k <= 1024) cfg = wide_m ? config{2, 4, 1, 2, 1, 1} : config{4, 2, 1, 2, 1, 0};
+    if (s->k <= 1024) cfg = wide_m ? config{2, 4, 1, 2, 1, 1} : config{4, 2, 1, 2, 1, 1};
     else cfg = config{4, wide_m ? 2 : 4, 1, 2, 1, 1};
   } else if (s->k >= 8192) {
-    cfg = wide_m ? config{4, 4, 1, 2, 2, 1} : config{1, 4, 1, 2, 8, 1};
-  } else if (s->k <= 1024 || tiles16 <= 2LL * sm_count) {
+    cfg = wide_m ? config{4, 4, 1, 2, 2, 1} : config{8, 2, 1, 2, 1, 1};
+  } else if (tiles16 <= 2LL * sm_count) {
+    cfg = config{s->k <= 1024 ? 8 : 4, 1, 1, 4, 1, 1};
+  } else if (s->k <= 1024) {
     cfg = config{4, 1, 1, 4, 1, 1};
   } else {
-    cfg = config{8, 2, 1, 2, 1, 1};
+    cfg = config{4, 2, 1, 2, 1, 1};
   }
   if (!config_useful(s, cfg)) cfg = config{8, 2, 1, 2, 1, 0}; /* rings too large */
   return cfg;

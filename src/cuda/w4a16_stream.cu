@@ -424,7 +424,7 @@ bool config_useful(const tgemm__shape *s, config cfg) {
  * - long rows (K >= 8192): 8 warps of two tiles; from M = 9, 4 warps of
  *   four tiles, split 2;
  * - up to two tiles per SM: 4-deep rings of one tile a warp, 8 warps on
- *   short rows (K <= 1024), else 4;
+ *   short rows (K <= 1024) up to M = 8, else 4;
  * - other short rows: 4 warps of one tile on a 4-deep ring;
  * - otherwise 4 warps of two tiles on a 2-deep ring. */
 config default_config(const tgemm__shape *s, int sm_count) {
@@ -442,7 +442,7 @@ config default_config(const tgemm__shape *s, int sm_count) {
   } else if (s->k >= 8192) {
     cfg = wide_m ? config{4, 4, 1, 2, 2, 1} : config{8, 2, 1, 2, 1, 1};
   } else if (tiles16 <= 2LL * sm_count) {
-    cfg = config{s->k <= 1024 ? 8 : 4, 1, 1, 4, 1, 1};
+    cfg = config{s->k <= 1024 && !wide_m ? 8 : 4, 1, 1, 4, 1, 1};
   } else if (s->k <= 1024) {
     cfg = config{4, 1, 1, 4, 1, 1};
   } else {

@@ -415,8 +415,11 @@ bool config_useful(const tgemm__shape *s, config cfg) {
  * (`tgemm tune --preset deepseek-v3 --tp {1,8} --m 1,2,4,8,16 --routes
  * w4a16 -v`, flushed and `--graph`: both picked the same kernels, within
  * 1%, on every one of the 45 points).  x goes through the ring ("_xr"):
- * - fewer 16-row tiles than half the SMs (N = 576): 16 warps on a 2-deep
- *   ring at M <= 8, else 8 warps on a 2-deep ring, split 2;
+ * - fewer 16-row tiles than half the SMs but at least a quarter (N = 576):
+ *   16 warps on a 2-deep ring at M <= 8, else 8 warps on a 2-deep ring,
+ *   split 2; fewer tiles still keep the earlier rule's clusters (4 warps,
+ *   split 8; from M = 9 8 warps on a 4-deep ring, split 2), which spread
+ *   them over more SMs (no DeepSeek-V3 layer has so few);
  * - at most one tile per SM (N <= 2112): 16 warps on a 2-deep ring;
  * - very tall weights (>= 1024 tiles): short rows (K <= 1024) 4 warps of
  *   two tiles, from M = 9 2 warps of four tiles; else four tiles a warp
@@ -432,7 +435,10 @@ config default_config(const tgemm__shape *s, int sm_count) {
   const bool wide_m = s->m > 8;
   config cfg;
   if (2 * tiles16 < sm_count) {
-    cfg = wide_m ? config{8, 1, 1, 2, 2, 1} : config{16, 1, 1, 2, 1, 1};
+    if (4 * tiles16 >= sm_count) /* measured on N = 576: 36 tiles */
+      cfg = wide_m ? config{8, 1, 1, 2, 2, 1} : config{16, 1, 1, 2, 1, 1};
+    else /* fewer tiles: the earlier rule's splits, not remeasured */
+      cfg = wide_m ? config{8, 1, 1, 4, 2, 1} : config{4, 1, 1, 4, 8, 1};
     while (cfg.split > 1 && !config_useful(s, cfg)) cfg.split /= 2;
   } else if (tiles16 <= sm_count) {
     cfg = config{16, 1, 1, 2, 1, 1};

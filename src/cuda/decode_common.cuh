@@ -262,74 +262,60 @@ namespace tgemm_decode {
 
 /* One decode kernel: warps per block, 16-row tiles per warp, k steps per
  * batch, cp.async ring depth (0: register double buffer), cluster split
- * of K, x through the ring, and persistent blocks (each walks several row
- * groups, its ring running on from one group into the next). */
+ * of K, and x through the ring. */
 struct config {
   int warps, tiles, unroll, stages, split, x_ring;
-  int persist = 0;
 };
 
 /* The cluster splits every instantiated kernel is offered with. */
 constexpr int kSplits[] = {1, 2, 4, 8};
 
 /* A kernel's name, "<prefix>_w<warps>_t<tiles>_u<unroll>_p<stages>_s<split>"
- * plus "_xr" with x in the ring and "_g" for persistent blocks, and its
- * params[0..6] = warps, tiles, unroll, split, stages, x_ring, persist. */
+ * plus "_xr" with x in the ring, and its params[0..5] = warps, tiles,
+ * unroll, split, stages, x_ring. */
 static inline void fill_kernel(tgemm__kernel *out, tgemm_route route, const char *prefix,
                                config cfg) {
   memset(out, 0, sizeof *out);
   out->route = route;
-  snprintf(out->name, sizeof out->name, "%s_w%d_t%d_u%d_p%d_s%d%s%s", prefix, cfg.warps,
-           cfg.tiles, cfg.unroll, cfg.stages, cfg.split, cfg.x_ring ? "_xr" : "",
-           cfg.persist ? "_g" : "");
+  snprintf(out->name, sizeof out->name, "%s_w%d_t%d_u%d_p%d_s%d%s", prefix, cfg.warps, cfg.tiles,
+           cfg.unroll, cfg.stages, cfg.split, cfg.x_ring ? "_xr" : "");
   out->params[0] = cfg.warps;
   out->params[1] = cfg.tiles;
   out->params[2] = cfg.unroll;
   out->params[3] = cfg.split;
   out->params[4] = cfg.stages;
   out->params[5] = cfg.x_ring;
-  out->params[6] = cfg.persist;
 }
 
 /* The configuration a kernel's params describe (see fill_kernel). */
 static inline config config_of(const tgemm__kernel *kernel) {
-  return config{kernel->params[0], kernel->params[1], kernel->params[2], kernel->params[4],
-                kernel->params[3], kernel->params[5], kernel->params[6]};
+  return config{kernel->params[0], kernel->params[1], kernel->params[2],
+                kernel->params[4], kernel->params[3], kernel->params[5]};
 }
 
-/* The configuration of a `table` row ({warps, tiles, unroll, stages,
- * x_ring[, persist]}) with split sp. */
-template <size_t W>
-static config config_row(const int (&kc)[W], int sp) {
-  static_assert(W == 5 || W == 6, "table rows of 5 or 6 columns");
-  return config{kc[0], kc[1], kc[2], kc[3], sp, kc[4], W > 5 ? kc[W - 1] : 0};
-}
-
-/* Is cfg an instantiated kernel of `table` with one of kSplits (persistent
- * kernels: split 1 only)? */
-template <size_t N, size_t W>
-static bool config_known(const int (&table)[N][W], config cfg) {
+/* Is cfg an instantiated kernel of `table` ({warps, tiles, unroll, stages,
+ * x_ring} rows) with one of kSplits? */
+template <size_t N>
+static bool config_known(const int (&table)[N][5], config cfg) {
   bool kernel = false, split = false;
-  for (const auto &kc : table) {
-    const config row = config_row(kc, cfg.split);
-    kernel |= !memcmp(&row, &cfg, sizeof cfg);
-  }
-  for (int sp : kSplits) split |= sp == cfg.split && (sp == 1 || !cfg.persist);
+  for (const auto &kc : table)
+    kernel |= kc[0] == cfg.warps && kc[1] == cfg.tiles && kc[2] == cfg.unroll &&
+              kc[3] == cfg.stages && kc[4] == cfg.x_ring;
+  for (int sp : kSplits) split |= sp == cfg.split;
   return kernel && split;
 }
 
 /* The candidates of a shape: `best` first, then every row of `table` with
  * every split that useful(cfg) accepts.  Returns how many were written. */
-template <size_t N, size_t W, typename Useful>
-static int list_candidates(const int (&table)[N][W], config best, tgemm_route route,
+template <size_t N, typename Useful>
+static int list_candidates(const int (&table)[N][5], config best, tgemm_route route,
                            const char *prefix, Useful useful, tgemm__kernel *out, int cap) {
   int count = 0;
   fill_kernel(&out[count++], route, prefix, best);
   for (const auto &kc : table)
     for (int sp : kSplits) {
       if (count >= cap) return count;
-      const config cfg = config_row(kc, sp);
-      if (cfg.persist && sp != 1) continue;
+      const config cfg = {kc[0], kc[1], kc[2], kc[3], sp, kc[4]};
       if (!memcmp(&cfg, &best, sizeof cfg) || !useful(cfg)) continue;
       fill_kernel(&out[count++], route, prefix, cfg);
     }

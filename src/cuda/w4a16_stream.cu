@@ -68,25 +68,17 @@ __device__ __forceinline__ uint4 load16_bytes(const unsigned char *p) {
  * (weights 16 bytes per lane, scales 4 bytes per quad); VEC: 16-byte loads
  * or element loads.  XR: the ring also carries the batch's x, so that x
  * arrives ST-1 batches ahead instead of being read from L2 right before
- * its MMAs (at M = 16 the warps stalled mostly on those reads).  PG:
- * persistent blocks (split 1, K a multiple of 32·BU, the batches of a row
- * group a multiple of the warps): block b takes row groups b, b + grid, ...
- * and each warp's ring runs on from one group into the next, so the next
- * group's weights are in flight while the block sums and stores the
- * current one (instead of a second wave of blocks that starts cold). */
-template <int MT, int WARPS, int T, int U, int ST, bool VEC, bool XR, bool PG>
+ * its MMAs (at M = 16 the warps stalled mostly on those reads). */
+template <int MT, int WARPS, int T, int U, int ST, bool VEC, bool XR>
 __global__ void __launch_bounds__(WARPS * 32)
     w4a16_stream_kernel(const __grid_constant__ w4_args a) {
   static_assert(ST == 0 || (VEC && ST >= 2), "the ring needs aligned copies");
   static_assert(!XR || (ST > 0 && U <= 2), "x in the ring: ring kernels, U <= 2");
-  static_assert(!PG || ST > 0, "persistent blocks: ring kernels");
   constexpr int BU = 4 * U; /* blocks per row per batch */
   constexpr int R = T * MT * 4;
   constexpr int SLOTS = T * U * 2; /* 16-byte weight loads per lane per batch */
   constexpr int XCH = 16 * U;                    /* 16-byte x pieces per token per batch */
   constexpr int XSTAGE = XR ? MT * 8 * XCH : 0;  /* x pieces per warp per ring stage */
-  /* bytes of the weight, scale and x rings (PG: the reduction buffer follows) */
-  constexpr int kRingBytes = (WARPS * ST * SLOTS * 34 + WARPS * ST * XSTAGE) * 16;
   extern __shared__ uint4 smem[];
   W4_PHASE(0);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -173,11 +165,7 @@ __global__ void __launch_bounds__(WARPS * 32)
         (int)((size_t)WARPS * ST * SLOTS * 32 * 16 + ((size_t)warp * ST * SLOTS * 8 + g) * 4);
     int sread_at = sring_at + c;
     int scale_copier = c == 0;
-    /* batches per warp: of its only row group, or (PG) of all its groups */
-    const int per_group = worker < full ? (int)((full - 1 - worker) / workers) + 1 : 0;
-    const long long groups = ((long long)n + 16 * T - 1) / (16 * T);
-    const int my_groups = PG ? (int)((groups - 1 - blockIdx.x) / gridDim.x) + 1 : 1;
-    const int mine = per_group * my_groups;
+    const int mine = worker < full ? (int)((full - 1 - worker) / workers) + 1 : 0;
     /* Loop-carried cursors (copy-in pointers, x pointers, ring stages) that
      * advance by one stride per batch: recomputing each address from the
      * batch index cost ~200 integer instructions per batch, on the pipe
@@ -209,30 +197,8 @@ __global__ void __launch_bounds__(WARPS * 32)
 #pragma unroll
     for (int w = 0; w < 4; w++)
       xread_at[w] = xring_at + (g * XCH + 4 * c + (w ^ ((g & 1) | (c & 2)))) * 16;
-    /* PG: the issue side's place in the walk (batch of the group, group),
-     * and the copy-in cursors of the group it enters. */
-    int issue_batch = 0;
-    long long issue_group = blockIdx.x;
-    auto enter_group = [&](long long grp) {
-      const int r0 = (int)(grp * 16 * T);
-#pragma unroll
-      for (int t = 0; t < T; t++)
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-          const long long row = min(r0 + 16 * t + g + 8 * h, n - 1);
-          in_q[t][h] = a.wq + row * a.ldq + 16 * c + (long long)worker * BU * 16;
-          in_s[t][h] = a.ws + row * a.lds + (long long)worker * BU;
-        }
-      xin = a.x + (long long)worker * BU * 32 + 8 * (lane % XCH);
-    };
     /* Copies the next batch into ring stage `stage`. */
     auto issue = [&](int stage) {
-      if (PG && issue_batch == per_group) {
-        issue_group += gridDim.x;
-        issue_batch = 0;
-        enter_group(issue_group);
-      }
-      issue_batch++;
       uint4 *rs = reinterpret_cast<uint4 *>(sm + ring_at) + stage * SLOTS * 32;
       unsigned *ss = reinterpret_cast<unsigned *>(sm + sring_at) + stage * SLOTS * 8;
 #pragma unroll
@@ -299,22 +265,6 @@ __global__ void __launch_bounds__(WARPS * 32)
       __syncwarp(); /* every lane has read the slot before it is refilled */
       if (i == 0) W4_PHASE(1);
       compute(v, s, xv);
-      if constexpr (PG) {
-        if ((i + 1) % per_group == 0) { /* the group's last batch: sum, store, restart */
-          const int g_row0 = (int)((blockIdx.x + (long long)(i / per_group) * gridDim.x) * 16 * T);
-#pragma unroll
-          for (int r = 0; r < R; r++) acc[r] += acc_odd[r];
-          float *red = reinterpret_cast<float *>(sm + kRingBytes);
-          tgemm_decode::reduce_and_store<WARPS, R, MT>(acc, red, 1, g_row0, a.ep);
-          __syncthreads(); /* every thread has read red before the next group writes it */
-#pragma unroll
-          for (int r = 0; r < R; r++) acc[r] = acc_odd[r] = 0.0f;
-          if constexpr (!XR) {
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++) xc[mt] = xp[mt] + (long long)worker * BU * 32;
-          }
-        }
-      }
     };
     /* Unrolled by ST, so that every stage offset is a constant. */
     for (int i0 = 0; i0 < mine; i0 += ST) {
@@ -370,7 +320,7 @@ __global__ void __launch_bounds__(WARPS * 32)
   /* The last, partial batch: blocks past ceil(k/32) are skipped (zero), the
    * block that straddles k reads x with bounds checks (its W padding is
    * zero by the format, and x past k must not be read). */
-  if (!PG && full * BU < a.k_blocks && worker == (int)(full % workers)) {
+  if (full * BU < a.k_blocks && worker == (int)(full % workers)) {
     uint4 v[T][U][2];
     unsigned s[T][U][2];
     uint4 xv[U][MT][4];
@@ -395,44 +345,40 @@ __global__ void __launch_bounds__(WARPS * 32)
 #pragma unroll
     for (int j = 0; j < U; j++) step(v, s, j, xv[j], big);
   }
-  if constexpr (!PG) { /* (persistent blocks stored every group in the loop) */
 #pragma unroll
-    for (int r = 0; r < R; r++) acc[r] += acc_odd[r];
-    W4_PHASE(2);
-    if constexpr (ST > 0) __syncthreads(); /* the rings become the reduction buffer */
-    W4_PHASE(3);
-    tgemm_decode::reduce_and_store<WARPS, R, MT>(acc, reinterpret_cast<float *>(smem), split,
-                                                 row0, a.ep);
-    W4_PHASE(4);
-  }
+  for (int r = 0; r < R; r++) acc[r] += acc_odd[r];
+  W4_PHASE(2);
+  if constexpr (ST > 0) __syncthreads(); /* the rings become the reduction buffer */
+  W4_PHASE(3);
+  tgemm_decode::reduce_and_store<WARPS, R, MT>(acc, reinterpret_cast<float *>(smem), split, row0,
+                                               a.ep);
+  W4_PHASE(4);
 }
 
 typedef void (*kernel_fn)(w4_args);
 
 using tgemm_decode::config;
 
-/* The instantiated kernels {warps, tiles, unroll, stages, x in the ring,
- * persistent blocks}; each is offered with every useful split that fits in
- * shared memory (persistent ones with split 1 only). */
+/* The instantiated kernels {warps, tiles, unroll, stages, x in the ring};
+ * each is offered with every useful split that fits in shared memory. */
 #define TGEMM_W4S_CONFIGS(X)                                                                  \
-  X(8, 1, 1, 4, 0, 0) X(8, 1, 2, 4, 0, 0) X(8, 2, 1, 4, 0, 0) X(8, 1, 1, 8, 0, 0) X(4, 1, 1, 4, 0, 0)         \
-  X(4, 1, 2, 4, 0, 0) X(4, 2, 1, 4, 0, 0) X(4, 2, 2, 4, 0, 0) X(4, 4, 1, 4, 0, 0) X(16, 1, 1, 4, 0, 0)        \
-  X(16, 2, 1, 4, 0, 0) X(8, 2, 1, 2, 0, 0) X(8, 1, 1, 2, 0, 0) X(4, 1, 2, 2, 0, 0) X(4, 2, 1, 2, 0, 0)        \
-  X(8, 4, 1, 2, 0, 0) X(4, 4, 1, 2, 0, 0) X(8, 2, 1, 2, 1, 0) X(4, 2, 1, 2, 1, 0) X(4, 4, 1, 2, 1, 0)         \
-  X(8, 1, 1, 2, 1, 0) X(4, 1, 1, 4, 1, 0) X(8, 1, 1, 4, 1, 0) X(16, 1, 1, 2, 1, 0) X(16, 1, 1, 4, 1, 0)         \
-  X(2, 4, 1, 2, 1, 0) X(1, 4, 1, 2, 1, 0) X(4, 2, 1, 2, 1, 1) X(4, 2, 1, 2, 0, 1) X(2, 4, 1, 2, 1, 1) \
-  X(8, 1, 1, 4, 1, 1) X(4, 1, 1, 4, 1, 1)
+  X(8, 1, 1, 4, 0) X(8, 1, 2, 4, 0) X(8, 2, 1, 4, 0) X(8, 1, 1, 8, 0) X(4, 1, 1, 4, 0)         \
+  X(4, 1, 2, 4, 0) X(4, 2, 1, 4, 0) X(4, 2, 2, 4, 0) X(4, 4, 1, 4, 0) X(16, 1, 1, 4, 0)        \
+  X(16, 2, 1, 4, 0) X(8, 2, 1, 2, 0) X(8, 1, 1, 2, 0) X(4, 1, 2, 2, 0) X(4, 2, 1, 2, 0)        \
+  X(8, 4, 1, 2, 0) X(4, 4, 1, 2, 0) X(8, 2, 1, 2, 1) X(4, 2, 1, 2, 1) X(4, 4, 1, 2, 1)         \
+  X(8, 1, 1, 2, 1) X(4, 1, 1, 4, 1) X(8, 1, 1, 4, 1) X(16, 1, 1, 2, 1) X(16, 1, 1, 4, 1)         \
+  X(2, 4, 1, 2, 1) X(1, 4, 1, 2, 1)
 
-#define TGEMM_W4S_ROW(W, T, U, ST, XR, PG) {W, T, U, ST, XR, PG},
-const int kConfigs[][6] = {TGEMM_W4S_CONFIGS(TGEMM_W4S_ROW)};
+#define TGEMM_W4S_ROW(W, T, U, ST, XR) {W, T, U, ST, XR},
+const int kConfigs[][5] = {TGEMM_W4S_CONFIGS(TGEMM_W4S_ROW)};
 #undef TGEMM_W4S_ROW
 
 kernel_fn find_vec_kernel(int mt, config cfg) {
-#define TGEMM_W4S_FIND(W, T, U, ST, XR, PG)                                     \
+#define TGEMM_W4S_FIND(W, T, U, ST, XR)                                         \
   if (cfg.warps == W && cfg.tiles == T && cfg.unroll == U && cfg.stages == ST && \
-      cfg.x_ring == XR && cfg.persist == PG)                                    \
-    return mt == 1 ? w4a16_stream_kernel<1, W, T, U, ST, true, XR, PG>          \
-                   : w4a16_stream_kernel<2, W, T, U, ST, true, XR, PG>;
+      cfg.x_ring == XR)                                                         \
+    return mt == 1 ? w4a16_stream_kernel<1, W, T, U, ST, true, XR>              \
+                   : w4a16_stream_kernel<2, W, T, U, ST, true, XR>;
   TGEMM_W4S_CONFIGS(TGEMM_W4S_FIND)
 #undef TGEMM_W4S_FIND
   return NULL;
@@ -441,31 +387,26 @@ kernel_fn find_vec_kernel(int mt, config cfg) {
 /* The element-load fallback for unaligned operands: one configuration. */
 const config kSafe = {4, 1, 1, 0, 1, 0};
 kernel_fn find_safe_kernel(int mt) {
-  return mt == 1 ? w4a16_stream_kernel<1, 4, 1, 1, 0, false, false, false>
-                 : w4a16_stream_kernel<2, 4, 1, 1, 0, false, false, false>;
+  return mt == 1 ? w4a16_stream_kernel<1, 4, 1, 1, 0, false, false>
+                 : w4a16_stream_kernel<2, 4, 1, 1, 0, false, false>;
 }
 
 /* Dynamic shared memory: weight, scale (and x) rings, or the reduction
- * buffer (persistent blocks: both, the buffer after the rings). */
+ * buffer. */
 size_t smem_bytes(config cfg, int mt) {
   size_t slots = (size_t)cfg.warps * cfg.stages * cfg.tiles * cfg.unroll * 2;
   size_t ring = slots * 32 * 16 + slots * 8 * 4;
   if (cfg.x_ring) ring += (size_t)cfg.warps * cfg.stages * mt * 8 * 16 * cfg.unroll * 16;
   size_t red = (size_t)cfg.warps * cfg.tiles * mt * 4 * 32 * 4;
-  if (cfg.persist) return ring + red;
   return ring > red ? ring : red;
 }
 
 /* Each worker (warp of the cluster) must get at least one batch, and the
- * rings must fit.  Persistent blocks also need every batch whole (K a
- * multiple of 128·unroll) and the same number of batches for every warp,
- * so that all warps reach each group's reduction together. */
+ * rings must fit. */
 bool config_useful(const tgemm__shape *s, config cfg) {
   long long blocks = (s->k + 31) / 32;
   long long batches = (blocks + 4LL * cfg.unroll - 1) / (4LL * cfg.unroll);
   if (smem_bytes(cfg, s->m > 8 ? 2 : 1) > tgemm_decode::kMaxSmem) return false;
-  if (cfg.persist)
-    return cfg.split == 1 && s->k % (128LL * cfg.unroll) == 0 && batches % cfg.warps == 0;
   return cfg.split == 1 || batches >= (long long)cfg.split * cfg.warps;
 }
 
@@ -569,11 +510,6 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
   a.k_blocks = k_blocks;
   a.split = cfg.split;
   a.ep = tgemm_decode::epilogue_of(args);
-  long long groups = (args->n + 16LL * cfg.tiles - 1) / (16LL * cfg.tiles);
-  if (cfg.persist) { /* four blocks an SM at most, each walking its groups */
-    if (!config_useful(&shape, cfg)) return cudaErrorInvalidValue;
-    const long long most = 4LL * (args->sm_count > 0 ? args->sm_count : 132);
-    if (groups > most) groups = most;
-  }
+  const long long groups = (args->n + 16LL * cfg.tiles - 1) / (16LL * cfg.tiles);
   return tgemm_decode::launch(fn, a, groups, cfg.split, cfg.warps, smem, args->stream);
 }

@@ -5,6 +5,8 @@
 #   bash bench/device/mxgpu.sh              build if needed, then run (device)
 #   bash bench/device/mxgpu.sh --build-only build here (no GPU needed)
 #   bash bench/device/mxgpu.sh --quick      fewer sizes
+#   bash bench/device/mxgpu.sh --quant-only the quantizer's byte checks, then the copy and
+#                                           the quantizer timed with a clean and a dirty flush
 # The binary in build-mxgpu/ is reused when its recorded source hash
 # matches, so a build made here can be carried to the device machine.
 # Results: $OUT/log.txt, $OUT/mxgpu.csv, $OUT/ptxas.txt, $OUT/sass_ops.txt.
@@ -14,7 +16,7 @@ B=build-mxgpu
 NVCC=${NVCC:-nvcc}
 command -v "$NVCC" >/dev/null || NVCC=/usr/local/cuda/bin/nvcc
 FLAGS="-O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -I include -I src"
-KSRCS="src/cuda/mxfp4_quant.cu src/cuda/w4a16_mma.cu src/cuda/w4a4.cu"
+KSRCS="src/cuda/mxfp4_quant.cu src/cuda/w4a16_mma.cu src/cuda/w4a4.cu src/cuda/l2_flush.cu"
 [ -f src/cuda/w4a16_stream.cu ] && KSRCS="$KSRCS src/cuda/w4a16_stream.cu"
 REF=""
 [ -f src/mxfp4/mxfp4_ref.c ] && REF=src/mxfp4/mxfp4_ref.c
@@ -72,6 +74,13 @@ done
 # Checks and timing in separate processes, so that a crash in one still
 # leaves the other's results.
 set +e
+for a in "$@"; do
+  if [ "$a" = "--quant-only" ]; then
+    timeout ${TIME_LIMIT:-200} $B/mxgpu_harness "$OUT" --quant-only 2>&1 | tee "$OUT/log.txt"
+    echo "quant exit ${PIPESTATUS[0]}" | tee -a "$OUT/log.txt"
+    exit 0
+  fi
+done
 timeout ${CHECK_LIMIT:-150} $B/mxgpu_harness "$OUT" --checks-only $QUICK 2>&1 | tee "$OUT/log.txt"
 echo "checks exit ${PIPESTATUS[0]}" | tee -a "$OUT/log.txt"
 cp "$OUT/mxgpu.csv" "$OUT/checks.csv" 2>/dev/null

@@ -19,12 +19,17 @@
  *     300, 1024, N x K = 1000 x 200 and 129 x 1537, bias none/f32/bf16,
  *     y bf16/f32, odd strides and pointers.  f32 y: ‖y-ref‖/‖ref‖ <= 1e-5
  *     and |y-ref| <= 1e-5·Σ|terms| per element; bf16 y: <= 1e-2.
- *  3. Timing (cudaEvents around the kernel only, 256 MB memset before each
- *     rep to flush L2, median of 30): quantizer on [8192, 7168] bf16
- *     against D2D copy bandwidth; W4A16 and W4A4 candidates against
- *     cuBLASLt's heuristic BF16 default on DeepSeek-V3 shapes.
+ *  3. Timing (cudaEvents around the kernel only, L2 flushed before each
+ *     rep by reading 256 MB as tgemm bench does, median of 30): quantizer
+ *     on [8192, 7168] bf16 against D2D copy bandwidth; W4A16 and W4A4
+ *     candidates against cuBLASLt's heuristic BF16 default on DeepSeek-V3
+ *     shapes.  MXGPU_FLUSH=dirty flushes with a memset instead (the
+ *     method before 2026-11-25, whose dirty lines the timed kernel had to
+ *     write back).
  *
- * Usage: mxgpu_harness [out_dir] [--quick]   (CSV to out_dir/mxgpu.csv) */
+ * Usage: mxgpu_harness [out_dir] [--quick] [--checks-only | --timing-only |
+ *        --quant-only]   (CSV to out_dir/mxgpu.csv); --quant-only times the
+ *        copy and the quantizer with both flushes. */
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 #include <math.h>
@@ -43,6 +48,7 @@
 #include "core/backend.h"
 #include "core/dtype_convert.h"
 #include "cuda/cuda_args.h"
+#include "cuda/l2_flush.cuh"
 #include "cuda/mxfp4_quant.cuh"
 #include "cuda/w4a16.cuh"
 #include "cuda/w4a4.cuh"
@@ -707,7 +713,16 @@ static void check_gemms(bool quick) {
 
 static void *g_flush_buf;
 static const size_t kFlushBytes = (size_t)256 << 20;
+static bool g_flush_dirty; /* memset instead of a read */
+static int g_sm_count = 132;
 static cudaEvent_t g_ev0, g_ev1;
+
+static void flush_l2(int rep) {
+  if (g_flush_dirty)
+    CK(cudaMemsetAsync(g_flush_buf, rep & 0x7F, kFlushBytes, g_stream));
+  else
+    CK(tgemm__cuda_l2_flush_read(g_flush_buf, kFlushBytes, 8 * g_sm_count, g_stream));
+}
 
 static double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -720,7 +735,7 @@ static double time_us(const std::function<void()> &fn, int reps = 30) {
   CK(cudaStreamSynchronize(g_stream));
   std::vector<double> t;
   for (int r = 0; r < reps; r++) {
-    CK(cudaMemsetAsync(g_flush_buf, r & 0x7F, kFlushBytes, g_stream));
+    flush_l2(r);
     CK(cudaEventRecord(g_ev0, g_stream));
     fn();
     CK(cudaEventRecord(g_ev1, g_stream));
@@ -773,9 +788,11 @@ static void time_quantizer() {
     const double bw = bytes / (us * 1e-6);
     printf("quantize [8192,7168] bf16 %s: %.1f us, %.3f TB/s = %.1f%% of copy bandwidth\n",
            mname(mode), us, bw / 1e12, 100 * bw / g_copy_bw);
+    printf("  (flush %s)\n", g_flush_dirty ? "dirty" : "clean");
     if (mode == 0) g_qt = {us, bw / 1e12, bw / g_copy_bw};
     if (g_csv)
-      fprintf(g_csv, "quantize,%s,bf16,8192,7168,%.3f,%.4f,%.4f\n", mname(mode), us, bw / 1e12,
+      fprintf(g_csv, "quantize_%s,%s,bf16,8192,7168,%.3f,%.4f,%.4f\n",
+              g_flush_dirty ? "dirty" : "clean", mname(mode), us, bw / 1e12,
               bw / g_copy_bw);
     /* spot check 64 rows of the timed output against the oracle */
     std::vector<uint8_t> gp((size_t)(rows * nb * 16)), gs((size_t)(rows * nb));
@@ -1090,11 +1107,12 @@ static int oracle_selftest() {
 
 int main(int argc, char **argv) {
   const char *out_dir = argc > 1 && argv[1][0] != '-' ? argv[1] : ".";
-  bool quick = false, checks = true, timing = true;
+  bool quick = false, checks = true, timing = true, quant_only = false;
   for (int i = 1; i < argc; i++) {
     quick |= strcmp(argv[i], "--quick") == 0;
     if (strcmp(argv[i], "--checks-only") == 0) timing = false;
     if (strcmp(argv[i], "--timing-only") == 0) checks = false;
+    if (strcmp(argv[i], "--quant-only") == 0) quant_only = true, checks = timing = false;
     if (strcmp(argv[i], "--mini") == 0) g_mini = true, timing = false;
   }
   g_rng = (uint64_t)time(nullptr) * 0x9E3779B97F4A7C15ull | 1;
@@ -1119,6 +1137,10 @@ int main(int argc, char **argv) {
   CK(cudaGetDeviceProperties(&prop, 0));
   printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount,
          prop.l2CacheSize >> 20);
+  g_sm_count = prop.multiProcessorCount;
+  const char *flush_env = getenv("MXGPU_FLUSH");
+  g_flush_dirty = flush_env && strcmp(flush_env, "dirty") == 0;
+  printf("L2 flush before each timed rep: %s\n", g_flush_dirty ? "memset (dirty)" : "read (clean)");
   std::string csv = std::string(out_dir) + "/mxgpu.csv";
   g_csv = fopen(csv.c_str(), "w");
   CK(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking));
@@ -1128,7 +1150,7 @@ int main(int argc, char **argv) {
   LK(cublasLtCreate(&g_lt));
   CK(cudaMalloc(&g_lt_ws, kLtWs));
 
-  if (checks) {
+  if (checks || quant_only) {
   printf("== quantizer / dequantizer bytes ==\n");
   for (tgemm_dtype dt : {TGEMM_F32, TGEMM_F16, TGEMM_BF16})
     for (int mode = 0; mode < 3; mode++)
@@ -1139,12 +1161,21 @@ int main(int argc, char **argv) {
         }
   printf("  %d checks, %d failures\n", g_checks, g_fail);
   fflush(stdout);
-
+  }
+  if (checks) {
   printf("== GEMM correctness ==\n");
   check_gemms(quick);
   printf("  %d checks, %d failures\n", g_checks, g_fail);
   fflush(stdout);
 
+  }
+  if (quant_only) {
+    for (bool dirty : {false, true}) {
+      g_flush_dirty = dirty;
+      printf("== copy and quantizer, L2 flushed by %s ==\n", dirty ? "a memset" : "a read");
+      time_copy();
+      time_quantizer();
+    }
   }
   if (timing) {
   printf("== timing ==\n");

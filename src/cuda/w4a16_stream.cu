@@ -367,7 +367,7 @@ using tgemm_decode::config;
   X(16, 2, 1, 4, 0) X(8, 2, 1, 2, 0) X(8, 1, 1, 2, 0) X(4, 1, 2, 2, 0) X(4, 2, 1, 2, 0)        \
   X(8, 4, 1, 2, 0) X(4, 4, 1, 2, 0) X(8, 2, 1, 2, 1) X(4, 2, 1, 2, 1) X(4, 4, 1, 2, 1)         \
   X(8, 1, 1, 2, 1) X(4, 1, 1, 4, 1) X(8, 1, 1, 4, 1) X(16, 1, 1, 2, 1) X(16, 1, 1, 4, 1)         \
-  X(2, 4, 1, 2, 1) X(1, 4, 1, 2, 1)
+  X(2, 4, 1, 2, 1) X(1, 4, 1, 2, 1) X(2, 2, 1, 2, 1)
 
 #define TGEMM_W4S_ROW(W, T, U, ST, XR) {W, T, U, ST, XR},
 const int kConfigs[][5] = {TGEMM_W4S_CONFIGS(TGEMM_W4S_ROW)};
@@ -421,9 +421,11 @@ bool config_useful(const tgemm__shape *s, config cfg) {
  *   split 8; from M = 9 8 warps on a 4-deep ring, split 2), which spread
  *   them over more SMs (no DeepSeek-V3 layer has so few);
  * - at most one tile per SM (N <= 2112): 16 warps on a 2-deep ring;
- * - very tall weights (>= 1024 tiles): short rows (K <= 1024) 4 warps of
- *   two tiles, from M = 9 2 warps of four tiles; else four tiles a warp
- *   (two at M > 8);
+ * - very tall weights (>= 1024 tiles): 2 warps of two tiles, except short
+ *   rows (K <= 1024) from M = 9: 2 warps of four tiles (2 warps of two
+ *   tiles were added and measured on 2026-11-24 under graph timing: q_b
+ *   M = 1 9.99 us against 10.97 for 4 warps of four tiles, kv_b M = 1
+ *   6.60 against 7.14 for 4 warps of two);
  * - long rows (K >= 8192): 8 warps of two tiles; from M = 9, 4 warps of
  *   four tiles, split 2;
  * - up to two tiles per SM: 4-deep rings of one tile a warp, 8 warps on
@@ -443,8 +445,7 @@ config default_config(const tgemm__shape *s, int sm_count) {
   } else if (tiles16 <= sm_count) {
     cfg = config{16, 1, 1, 2, 1, 1};
   } else if (tiles16 >= 1024) {
-    if (s->k <= 1024) cfg = wide_m ? config{2, 4, 1, 2, 1, 1} : config{4, 2, 1, 2, 1, 1};
-    else cfg = config{4, wide_m ? 2 : 4, 1, 2, 1, 1};
+    cfg = s->k <= 1024 && wide_m ? config{2, 4, 1, 2, 1, 1} : config{2, 2, 1, 2, 1, 1};
   } else if (s->k >= 8192) {
     cfg = wide_m ? config{4, 4, 1, 2, 2, 1} : config{8, 2, 1, 2, 1, 1};
   } else if (tiles16 <= 2LL * sm_count) {

@@ -77,8 +77,9 @@ set +e
 for a in "$@"; do
   if [ "$a" = "--quant-only" ]; then
     timeout ${TIME_LIMIT:-200} $B/mxgpu_harness "$OUT" --quant-only 2>&1 | tee "$OUT/log.txt"
-    echo "quant exit ${PIPESTATUS[0]}" | tee -a "$OUT/log.txt"
-    exit 0
+    rc=${PIPESTATUS[0]}
+    echo "quant exit $rc" | tee -a "$OUT/log.txt"
+    exit $rc
   fi
 done
 timeout ${CHECK_LIMIT:-150} $B/mxgpu_harness "$OUT" --checks-only $QUICK 2>&1 | tee "$OUT/log.txt"

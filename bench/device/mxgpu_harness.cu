@@ -24,7 +24,7 @@
  *     on [8192, 7168] bf16 against D2D copy bandwidth; W4A16 and W4A4
  *     candidates against cuBLASLt's heuristic BF16 default on DeepSeek-V3
  *     shapes.  MXGPU_FLUSH=dirty flushes with a memset instead (the
- *     method before 2026-11-25, whose dirty lines the timed kernel had to
+ *     method until 2026-11-24, whose dirty lines the timed kernel had to
  *     write back).
  *
  * Usage: mxgpu_harness [out_dir] [--quick] [--checks-only | --timing-only |

@@ -22,6 +22,7 @@
 #include <cuda_runtime_api.h>
 
 #include "cuda/cuda_backend.h"
+#include "tune/preset.h"
 #include "tune/timing.h"
 #include "tune/workload.h"
 #endif
@@ -487,6 +488,28 @@ static void report_call_overhead(tgemm_ctx *ctx) {
   free(w_host);
 }
 
+/* No candidate list of a preset decode shape reaches the cap: a list cut
+ * short would hide kernels from the tuner, and a table naming one of them
+ * would no longer resolve. */
+static void check_candidate_lists_complete(tgemm_ctx *ctx) {
+  for (int tp = 1; tp <= 8; tp += 7) {
+    tgemm__layer_shape layers[TGEMM__PRESET_MAX_LAYERS];
+    const int count = tgemm__preset_layers("deepseek-v3", tp, layers);
+    CHECK(count > 0, "preset deepseek-v3 tp=%d: %d", tp, count);
+    for (int i = 0; i < count; i++)
+      for (int64_t m = 1; m <= 16; m *= 16)
+        for (int r = TGEMM_ROUTE_SKINNY; r < TGEMM_ROUTE_COUNT; r++) {
+          tgemm__shape s = {m, layers[i].n, layers[i].k, TGEMM_BF16, TGEMM_BF16, false};
+          tgemm__kernel cands[TGEMM__MAX_CANDIDATES];
+          const int n = ctx->backend->candidates(ctx, &s, (tgemm_route)r, cands, TGEMM__MAX_CANDIDATES);
+          CHECK(n >= 0 && n < TGEMM__MAX_CANDIDATES,
+                "%s M=%lld N=%lld K=%lld: %d %s candidates (cap %d)", layers[i].layer, (long long)m,
+                (long long)s.n, (long long)s.k, n, tgemm_route_name((tgemm_route)r),
+                TGEMM__MAX_CANDIDATES);
+        }
+  }
+}
+
 static int run_gpu_part(void) {
   g_fallbacks_reported = 0;
   tgemm_ctx *ctx = cuda_ctx(0);
@@ -526,6 +549,7 @@ static int run_gpu_part(void) {
   /* The staged f32-bias problems above fall back for every candidate. */
   CHECK(g_fallbacks_reported > 0, "no candidate fell back: the fallback report went untested");
   check_errors(ctx);
+  check_candidate_lists_complete(ctx);
   check_graph_timing(ctx);
   const char *quick = getenv("TGEMM_TEST_QUICK"); /* e.g. under compute-sanitizer */
   if (!quick || strcmp(quick, "1") != 0) report_call_overhead(ctx);

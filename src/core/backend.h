@@ -21,8 +21,9 @@ typedef struct tgemm__shape {
  * rounding, only speed. */
 #define TGEMM__KERNEL_NAME_MAX 64
 #define TGEMM__KERNEL_PARAMS 8
-/* The most candidates any backend lists for one route and shape. */
-#define TGEMM__MAX_CANDIDATES 128
+/* The most candidates any backend lists for one route and shape (the W4A16
+ * stream kernels alone list up to 4 splits of each of their 30 shapes). */
+#define TGEMM__MAX_CANDIDATES 256
 typedef struct tgemm__kernel {
   tgemm_route route;
   char name[TGEMM__KERNEL_NAME_MAX];

@@ -105,6 +105,31 @@ __global__ void __launch_bounds__(WARPS * 32)
   };
 
   const long long full = k / KU; /* batches entirely inside K */
+  /* The partial last batch, read with bounds checks by the worker whose
+   * turn it is, before its main loop: its loads then overlap the first
+   * batches' instead of being a DRAM round trip at the very end. */
+  auto tail = [&]() {
+    if (full * KU >= k || worker != (int)(full % workers)) return;
+    uint4 v[T][U][2];
+#pragma unroll
+    for (int j = 0; j < U; j++) {
+      const long long kk = full * KU + 32 * j;
+      const long long avail = k - kk - 8 * c;
+      const bool whole = VEC && avail >= 8;
+#pragma unroll
+      for (int t = 0; t < T; t++)
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+          v[t][j][h] = whole ? tgemm_decode::load_stream16(wp[t][h] + kk, policy)
+                             : load8_scalar(wp[t][h] + kk, avail);
+      uint4 xv[MT];
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++)
+        xv[mt] = whole ? __ldg(reinterpret_cast<const uint4 *>(xp[mt] + kk))
+                       : load8_scalar(xp[mt] + kk, avail);
+      mma_step(v, j, xv);
+    }
+  };
   if constexpr (ST > 0) {
     uint4 *ring = smem + (size_t)warp * ST * SLOTS * 32 + lane;
     const long long mine = worker < full ? (full - 1 - worker) / workers + 1 : 0;
@@ -136,6 +161,7 @@ __global__ void __launch_bounds__(WARPS * 32)
       if (s < mine) issue(s);
       tgemm_decode::cp_async_commit();
     }
+    tail();
     for (long long i = 0; i < mine; i++) {
       if (i + ST - 1 < mine) issue(i + ST - 1);
       tgemm_decode::cp_async_commit();
@@ -186,6 +212,7 @@ __global__ void __launch_bounds__(WARPS * 32)
     long long batch = worker;
     uint4 va[T][U][2], vb[T][U][2];
     if (batch < full) load_w(va, batch);
+    tail();
     while (batch < full) {
       if (batch + workers < full) load_w(vb, batch + workers);
       compute(va, batch);
@@ -194,29 +221,6 @@ __global__ void __launch_bounds__(WARPS * 32)
       if (batch + workers < full) load_w(va, batch + workers);
       compute(vb, batch);
       batch += workers;
-    }
-  }
-  /* The partial last batch, read with bounds checks by the worker whose
-   * turn it is. */
-  if (full * KU < k && worker == (int)(full % workers)) {
-    uint4 v[T][U][2];
-#pragma unroll
-    for (int j = 0; j < U; j++) {
-      const long long kk = full * KU + 32 * j;
-      const long long avail = k - kk - 8 * c;
-      const bool whole = VEC && avail >= 8;
-#pragma unroll
-      for (int t = 0; t < T; t++)
-#pragma unroll
-        for (int h = 0; h < 2; h++)
-          v[t][j][h] = whole ? tgemm_decode::load_stream16(wp[t][h] + kk, policy)
-                             : load8_scalar(wp[t][h] + kk, avail);
-      uint4 xv[MT];
-#pragma unroll
-      for (int mt = 0; mt < MT; mt++)
-        xv[mt] = whole ? __ldg(reinterpret_cast<const uint4 *>(xp[mt] + kk))
-                       : load8_scalar(xp[mt] + kk, avail);
-      mma_step(v, j, xv);
     }
   }
   if constexpr (ST > 0) __syncthreads(); /* the rings become the reduction buffer */

@@ -153,6 +153,38 @@ __global__ void __launch_bounds__(WARPS * 32)
   };
 
   const long long full = (k / 32) / BU; /* batches whose blocks all lie inside K */
+  /* The last, partial batch: blocks past ceil(k/32) are skipped (zero), the
+   * block that straddles k reads x with bounds checks (its W padding is
+   * zero by the format, and x past k must not be read).  Its worker runs
+   * it before its main loop, while the ring's first copies are in flight:
+   * run last, its loads were a DRAM round trip that no other work hid. */
+  auto tail = [&]() {
+    if (full * BU >= a.k_blocks || worker != (int)(full % workers)) return;
+    uint4 v[T][U][2];
+    unsigned s[T][U][2];
+    uint4 xv[U][MT][4];
+    bool big = false;
+#pragma unroll
+    for (int j = 0; j < U; j++) {
+      const long long rel = full * BU + 4 * j;
+      const long long blk = rel + c;
+      const bool valid = blk < a.k_blocks;
+#pragma unroll
+      for (int t = 0; t < T; t++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+          v[t][j][h] = !valid ? make_uint4(0, 0, 0, 0)
+                       : VEC  ? tgemm_decode::load_stream16(qp[t][h] + rel * 16, policy)
+                              : load16_bytes(qp[t][h] + rel * 16);
+          s[t][j][h] = valid ? (unsigned)__ldg(sp[t][h] + rel) : 127u;
+          big |= tgemm_w4::scale_is_big(s[t][j][h]);
+        }
+      load_x(xv[j], blk, valid ? k - blk * 32 : 0);
+    }
+#pragma unroll
+    for (int j = 0; j < U; j++) step(v, s, j, xv[j], big);
+  };
+
   if constexpr (ST > 0) {
     /* The lane's places in the rings, as byte offsets into shared memory
      * (pinned in registers in the loop, see tgemm_decode::keep; offsets
@@ -225,6 +257,7 @@ __global__ void __launch_bounds__(WARPS * 32)
       if (s < mine) issue(s);
       tgemm_decode::cp_async_commit();
     }
+    tail();
     /* Batch i, which sits in ring stage `stage` (= i % ST). */
     auto consume = [&](int i, int stage) {
       if (i + ST - 1 < mine) issue((stage + ST - 1) % ST);
@@ -307,6 +340,7 @@ __global__ void __launch_bounds__(WARPS * 32)
     uint4 va[T][U][2], vb[T][U][2];
     unsigned sa[T][U][2], sb[T][U][2];
     if (batch < full) load_w(va, sa, batch);
+    tail();
     while (batch < full) {
       if (batch + workers < full) load_w(vb, sb, batch + workers);
       compute_batch(va, sa, batch);
@@ -316,34 +350,6 @@ __global__ void __launch_bounds__(WARPS * 32)
       compute_batch(vb, sb, batch);
       batch += workers;
     }
-  }
-  /* The last, partial batch: blocks past ceil(k/32) are skipped (zero), the
-   * block that straddles k reads x with bounds checks (its W padding is
-   * zero by the format, and x past k must not be read). */
-  if (full * BU < a.k_blocks && worker == (int)(full % workers)) {
-    uint4 v[T][U][2];
-    unsigned s[T][U][2];
-    uint4 xv[U][MT][4];
-    bool big = false;
-#pragma unroll
-    for (int j = 0; j < U; j++) {
-      const long long rel = full * BU + 4 * j;
-      const long long blk = rel + c;
-      const bool valid = blk < a.k_blocks;
-#pragma unroll
-      for (int t = 0; t < T; t++)
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-          v[t][j][h] = !valid ? make_uint4(0, 0, 0, 0)
-                       : VEC  ? tgemm_decode::load_stream16(qp[t][h] + rel * 16, policy)
-                              : load16_bytes(qp[t][h] + rel * 16);
-          s[t][j][h] = valid ? (unsigned)__ldg(sp[t][h] + rel) : 127u;
-          big |= tgemm_w4::scale_is_big(s[t][j][h]);
-        }
-      load_x(xv[j], blk, valid ? k - blk * 32 : 0);
-    }
-#pragma unroll
-    for (int j = 0; j < U; j++) step(v, s, j, xv[j], big);
   }
 #pragma unroll
   for (int r = 0; r < R; r++) acc[r] += acc_odd[r];

@@ -80,13 +80,6 @@ __device__ __forceinline__ void cp_async4(void *smem, const void *gmem) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(dst), "l"(gmem) : "memory");
 }
 
-/* The same, reading only the first `bytes` (0..4) and zero-filling the rest. */
-__device__ __forceinline__ void cp_async4_fill(void *smem, const void *gmem, unsigned bytes) {
-  const unsigned dst = (unsigned)__cvta_generic_to_shared(smem);
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(dst), "l"(gmem), "r"(bytes)
-               : "memory");
-}
-
 /* Bytes of a 16-byte piece of bf16 that lie inside K, for the partial last
  * batch: avail is the number of the piece's 8 elements that exist. */
 __device__ __forceinline__ unsigned piece_bytes(long long avail) {

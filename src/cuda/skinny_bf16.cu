@@ -95,15 +95,17 @@ __global__ void __launch_bounds__(WARPS * 32)
       }
   };
   /* x of a batch, of which the first `limit` k exist (KU but for the
-   * partial last batch; zero past them). */
+   * partial last batch; zero past them).  Whole batches keep constant
+   * bounds, so that the element-load fallback's loads need no checks. */
   auto load_x = [&](uint4(&xv)[U][MT], long long batch, long long limit) {
 #pragma unroll
     for (int j = 0; j < U; j++)
 #pragma unroll
       for (int mt = 0; mt < MT; mt++) {
         const unsigned short *p = xp[mt] + batch * KU + 32 * j;
-        const long long avail = limit - 32 * j - 8 * c;
+        const long long avail = limit >= KU ? 8 : limit - 32 * j - 8 * c;
         xv[j][mt] = VEC && avail >= 8 ? __ldg(reinterpret_cast<const uint4 *>(p))
+                    : limit >= KU     ? load8_scalar(p, 8)
                                       : load8_scalar(p, avail);
       }
   };

@@ -153,6 +153,38 @@ __global__ void __launch_bounds__(WARPS * 32)
   };
 
   const long long full = (k / 32) / BU; /* batches whose blocks all lie inside K */
+  /* The last, partial batch: blocks past ceil(k/32) are skipped (zero), the
+   * block that straddles k reads x with bounds checks (its W padding is
+   * zero by the format, and x past k must not be read).  Its worker runs
+   * it before its main loop, while the ring's first copies are in flight:
+   * run last, its loads were a DRAM round trip that no other work hid. */
+  auto tail = [&]() {
+    if (full * BU >= a.k_blocks || worker != (int)(full % workers)) return;
+    uint4 v[T][U][2];
+    unsigned s[T][U][2];
+    uint4 xv[U][MT][4];
+    bool big = false;
+#pragma unroll
+    for (int j = 0; j < U; j++) {
+      const long long rel = full * BU + 4 * j;
+      const long long blk = rel + c;
+      const bool valid = blk < a.k_blocks;
+#pragma unroll
+      for (int t = 0; t < T; t++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+          v[t][j][h] = !valid ? make_uint4(0, 0, 0, 0)
+                       : VEC  ? tgemm_decode::load_stream16(qp[t][h] + rel * 16, policy)
+                              : load16_bytes(qp[t][h] + rel * 16);
+          s[t][j][h] = valid ? (unsigned)__ldg(sp[t][h] + rel) : 127u;
+          big |= tgemm_w4::scale_is_big(s[t][j][h]);
+        }
+      load_x(xv[j], blk, valid ? k - blk * 32 : 0);
+    }
+#pragma unroll
+    for (int j = 0; j < U; j++) step(v, s, j, xv[j], big);
+  };
+
   if constexpr (ST > 0) {
     /* The lane's places in the rings, as byte offsets into shared memory
      * (pinned in registers in the loop, see tgemm_decode::keep; offsets
@@ -166,10 +198,6 @@ __global__ void __launch_bounds__(WARPS * 32)
     int sread_at = sring_at + c;
     int scale_copier = c == 0;
     const int mine = worker < full ? (int)((full - 1 - worker) / workers) + 1 : 0;
-    /* The partial last batch, if any, is the next batch in its worker's
-     * sequence: it goes through the ring as item `mine`, zero-filled past K,
-     * so that its copies are in flight as early as any other batch's. */
-    const int items = mine + (full * BU < a.k_blocks && worker == (int)(full % workers));
     /* Loop-carried cursors (copy-in pointers, x pointers, ring stages) that
      * advance by one stride per batch: recomputing each address from the
      * batch index cost ~200 integer instructions per batch, on the pipe
@@ -201,9 +229,8 @@ __global__ void __launch_bounds__(WARPS * 32)
 #pragma unroll
     for (int w = 0; w < 4; w++)
       xread_at[w] = xring_at + (g * XCH + 4 * c + (w ^ ((g & 1) | (c & 2)))) * 16;
-    /* Copies the next batch into ring stage `stage`; part: the partial last
-     * batch, whose blocks past ceil(k/32) (and x past k) read as zero. */
-    auto issue = [&](int stage, bool part) {
+    /* Copies the next batch into ring stage `stage`. */
+    auto issue = [&](int stage) {
       uint4 *rs = reinterpret_cast<uint4 *>(sm + ring_at) + stage * SLOTS * 32;
       unsigned *ss = reinterpret_cast<unsigned *>(sm + sring_at) + stage * SLOTS * 8;
 #pragma unroll
@@ -213,23 +240,11 @@ __global__ void __launch_bounds__(WARPS * 32)
 #pragma unroll
           for (int h = 0; h < 2; h++) {
             const int slot = (t * U + j) * 2 + h;
-            if (!part) {
-              tgemm_decode::cp_async16_stream(rs + slot * 32, in_q[t][h] + 64 * j, policy);
-              if (scale_copier) tgemm_decode::cp_async4(ss + slot * 8, in_s[t][h] + 4 * j);
-              continue;
-            }
-            const long long left = a.k_blocks - (full * BU + 4 * j); /* blocks of the quad in K */
-            const bool in_k = c < left;
-            tgemm_decode::cp_async16_fill(rs + slot * 32, in_k ? in_q[t][h] + 64 * j : a.wq,
-                                          in_k ? 16u : 0u);
-            const unsigned sbytes = left >= 4 ? 4u : left <= 0 ? 0u : (unsigned)left;
-            if (scale_copier)
-              tgemm_decode::cp_async4_fill(ss + slot * 8, sbytes ? in_s[t][h] + 4 * j : a.ws, sbytes);
+            tgemm_decode::cp_async16_stream(rs + slot * 32, in_q[t][h] + 64 * j, policy);
+            if (scale_copier) tgemm_decode::cp_async4(ss + slot * 8, in_s[t][h] + 4 * j);
           }
       if constexpr (XR) {
-        uint4 *xs = reinterpret_cast<uint4 *>(sm + xring_at) + stage * XSTAGE;
-        if (!part) xcopy.issue(xs, xin);
-        else xcopy.issue_upto(xs, xin, k - full * BU * 32 - 8 * (lane % XCH), a.x);
+        xcopy.issue(reinterpret_cast<uint4 *>(sm + xring_at) + stage * XSTAGE, xin);
         xin += x_step;
       }
 #pragma unroll
@@ -239,20 +254,18 @@ __global__ void __launch_bounds__(WARPS * 32)
     };
 #pragma unroll
     for (int s = 0; s < ST - 1; s++) {
-      if (s < items) issue(s, s == mine);
+      if (s < mine) issue(s);
       tgemm_decode::cp_async_commit();
     }
-    /* Item i, which sits in ring stage `stage` (= i % ST). */
+    tail();
+    /* Batch i, which sits in ring stage `stage` (= i % ST). */
     auto consume = [&](int i, int stage) {
-      if (i + ST - 1 < items) issue((stage + ST - 1) % ST, i + ST - 1 == mine);
+      if (i + ST - 1 < mine) issue((stage + ST - 1) % ST);
       tgemm_decode::cp_async_commit();
       uint4 xv[U][MT][4];
       if constexpr (!XR) {
-        const bool part = i == mine;
 #pragma unroll
-        for (int j = 0; j < U; j++)
-          tgemm_w4::load_x_block<MT>(xv[j], xc, 128 * j,
-                                     part ? k - (full * BU + 4 * j + c) * 32 : 32, true);
+        for (int j = 0; j < U; j++) tgemm_w4::load_x_block<MT>(xv[j], xc, 128 * j, 32, true);
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) xc[mt] += x_step;
       }
@@ -287,7 +300,7 @@ __global__ void __launch_bounds__(WARPS * 32)
       compute(v, s, xv);
     };
     /* Unrolled by ST, so that every stage offset is a constant. */
-    for (int i0 = 0; i0 < items; i0 += ST) {
+    for (int i0 = 0; i0 < mine; i0 += ST) {
       tgemm_decode::keep(ring_at), tgemm_decode::keep(sring_at), tgemm_decode::keep(sread_at);
       tgemm_decode::keep(scale_copier);
       if constexpr (XR) {
@@ -298,43 +311,12 @@ __global__ void __launch_bounds__(WARPS * 32)
       }
 #pragma unroll
       for (int stage = 0; stage < ST; stage++) {
-        if (i0 + stage >= items) break;
+        if (i0 + stage >= mine) break;
         consume(i0 + stage, stage);
       }
     }
     tgemm_decode::cp_async_wait<0>();
   } else {
-    /* The last, partial batch (ring kernels copy it through their ring,
-     * above): blocks past ceil(k/32) are skipped (zero), the block that
-     * straddles k reads x with bounds checks (its W padding is zero by the
-     * format, and x past k must not be read).  Its worker runs it before
-     * its main loop, so that its loads overlap the first batch's. */
-    auto tail = [&]() {
-      if (full * BU >= a.k_blocks || worker != (int)(full % workers)) return;
-      uint4 v[T][U][2];
-      unsigned s[T][U][2];
-      uint4 xv[U][MT][4];
-      bool big = false;
-#pragma unroll
-      for (int j = 0; j < U; j++) {
-        const long long rel = full * BU + 4 * j;
-        const long long blk = rel + c;
-        const bool valid = blk < a.k_blocks;
-#pragma unroll
-        for (int t = 0; t < T; t++)
-#pragma unroll
-          for (int h = 0; h < 2; h++) {
-            v[t][j][h] = !valid ? make_uint4(0, 0, 0, 0)
-                         : VEC  ? tgemm_decode::load_stream16(qp[t][h] + rel * 16, policy)
-                                : load16_bytes(qp[t][h] + rel * 16);
-            s[t][j][h] = valid ? (unsigned)__ldg(sp[t][h] + rel) : 127u;
-            big |= tgemm_w4::scale_is_big(s[t][j][h]);
-          }
-        load_x(xv[j], blk, valid ? k - blk * 32 : 0);
-      }
-#pragma unroll
-      for (int j = 0; j < U; j++) step(v, s, j, xv[j], big);
-    };
     auto load_w = [&](uint4(&v)[T][U][2], unsigned(&s)[T][U][2], long long batch) {
 #pragma unroll
       for (int t = 0; t < T; t++)

@@ -80,12 +80,6 @@ __device__ __forceinline__ void cp_async4(void *smem, const void *gmem) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(dst), "l"(gmem) : "memory");
 }
 
-/* Bytes of a 16-byte piece of bf16 that lie inside K, for the partial last
- * batch: avail is the number of the piece's 8 elements that exist. */
-__device__ __forceinline__ unsigned piece_bytes(long long avail) {
-  return avail >= 8 ? 16u : avail <= 0 ? 0u : (unsigned)(2 * avail);
-}
-
 __device__ __forceinline__ void cp_async_commit() {
   asm volatile("cp.async.commit_group;" ::: "memory");
 }
@@ -257,18 +251,6 @@ struct x_ring_copy {
 #pragma unroll
       for (int i = 0; i < XCH / 4; i++)
         cp_async16_fill(stage + mt * 8 * XCH + dst[i], xin + src[mt][i], bytes[mt][i]);
-  }
-  /* The partial last batch: only the first `avail` elements of this lane's
-   * piece exist; a piece wholly past K reads from x0 (any valid address). */
-  __device__ __forceinline__ void issue_upto(uint4 *stage, const unsigned short *xin,
-                                             long long avail, const unsigned short *x0) const {
-    const unsigned part = piece_bytes(avail);
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-      for (int i = 0; i < XCH / 4; i++)
-        cp_async16_fill(stage + mt * 8 * XCH + dst[i], part ? xin + src[mt][i] : x0,
-                        min(part, bytes[mt][i]));
   }
 };
 

@@ -94,30 +94,45 @@ __global__ void __launch_bounds__(WARPS * 32)
                                xv[mt].z, xv[mt].w);
       }
   };
-  /* x of a batch, of which the first `limit` k exist (KU but for the
-   * partial last batch; zero past them).  Whole batches keep constant
-   * bounds, so that the element-load fallback's loads need no checks. */
-  auto load_x = [&](uint4(&xv)[U][MT], long long batch, long long limit) {
+  auto load_x = [&](uint4(&xv)[U][MT], long long batch) {
 #pragma unroll
     for (int j = 0; j < U; j++)
 #pragma unroll
       for (int mt = 0; mt < MT; mt++) {
         const unsigned short *p = xp[mt] + batch * KU + 32 * j;
-        const long long avail = limit >= KU ? 8 : limit - 32 * j - 8 * c;
-        xv[j][mt] = VEC && avail >= 8 ? __ldg(reinterpret_cast<const uint4 *>(p))
-                    : limit >= KU     ? load8_scalar(p, 8)
-                                      : load8_scalar(p, avail);
+        xv[j][mt] = VEC ? __ldg(reinterpret_cast<const uint4 *>(p)) : load8_scalar(p, 8);
       }
   };
 
   const long long full = k / KU; /* batches entirely inside K */
+  /* The partial last batch, read with bounds checks by the worker whose
+   * turn it is, before its main loop: its loads then overlap the first
+   * batches' instead of being a DRAM round trip at the very end. */
+  auto tail = [&]() {
+    if (full * KU >= k || worker != (int)(full % workers)) return;
+    uint4 v[T][U][2];
+#pragma unroll
+    for (int j = 0; j < U; j++) {
+      const long long kk = full * KU + 32 * j;
+      const long long avail = k - kk - 8 * c;
+      const bool whole = VEC && avail >= 8;
+#pragma unroll
+      for (int t = 0; t < T; t++)
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+          v[t][j][h] = whole ? tgemm_decode::load_stream16(wp[t][h] + kk, policy)
+                             : load8_scalar(wp[t][h] + kk, avail);
+      uint4 xv[MT];
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++)
+        xv[mt] = whole ? __ldg(reinterpret_cast<const uint4 *>(xp[mt] + kk))
+                       : load8_scalar(xp[mt] + kk, avail);
+      mma_step(v, j, xv);
+    }
+  };
   if constexpr (ST > 0) {
     uint4 *ring = smem + (size_t)warp * ST * SLOTS * 32 + lane;
     const long long mine = worker < full ? (full - 1 - worker) / workers + 1 : 0;
-    /* The partial last batch, if any, is the next batch in its worker's
-     * sequence: it goes through the ring as item `mine`, zero-filled past K,
-     * so that its copies are in flight as early as any other batch's. */
-    const long long items = mine + (full * KU < k && worker == (int)(full % workers));
     /* XR: the warp's x ring after the weight rings.  Lane (g, c) reads
      * piece 4j + c of token g; from U = 2 a token's pieces span 128 bytes
      * or more, so odd tokens store piece p at p ^ 4 and the quarter warp's
@@ -131,39 +146,27 @@ __global__ void __launch_bounds__(WARPS * 32)
     auto issue = [&](long long i) {
       const long long batch = worker + i * workers;
       uint4 *slot = ring + (int)(i % ST) * SLOTS * 32;
-      const bool part = i == mine;
 #pragma unroll
       for (int t = 0; t < T; t++)
 #pragma unroll
         for (int j = 0; j < U; j++)
 #pragma unroll
-          for (int h = 0; h < 2; h++) {
-            uint4 *dst = slot + ((t * U + j) * 2 + h) * 32;
-            const unsigned short *src = wp[t][h] + batch * KU + 32 * j;
-            if (!part) {
-              tgemm_decode::cp_async16_stream(dst, src, policy);
-              continue;
-            }
-            const unsigned bytes = tgemm_decode::piece_bytes(k - batch * KU - 32 * j - 8 * c);
-            tgemm_decode::cp_async16_fill(dst, bytes ? src : a.w, bytes);
-          }
-      if constexpr (XR) {
-        uint4 *xs = xring + (int)(i % ST) * XSTAGE;
-        if (!part) xcopy.issue(xs, xin + batch * KU);
-        else xcopy.issue_upto(xs, xin + batch * KU, k - batch * KU - 8 * (lane % XCH), a.x);
-      }
+          for (int h = 0; h < 2; h++)
+            tgemm_decode::cp_async16_stream(slot + ((t * U + j) * 2 + h) * 32,
+                                            wp[t][h] + batch * KU + 32 * j, policy);
+      if constexpr (XR) xcopy.issue(xring + (int)(i % ST) * XSTAGE, xin + batch * KU);
     };
 #pragma unroll
     for (int s = 0; s < ST - 1; s++) {
-      if (s < items) issue(s);
+      if (s < mine) issue(s);
       tgemm_decode::cp_async_commit();
     }
-    for (long long i = 0; i < items; i++) {
-      if (i + ST - 1 < items) issue(i + ST - 1);
+    tail();
+    for (long long i = 0; i < mine; i++) {
+      if (i + ST - 1 < mine) issue(i + ST - 1);
       tgemm_decode::cp_async_commit();
       uint4 xv[U][MT];
-      if constexpr (!XR) /* in flight while we wait */
-        load_x(xv, worker + i * workers, i == mine ? k - full * KU : KU);
+      if constexpr (!XR) load_x(xv, worker + i * workers); /* in flight while we wait */
       tgemm_decode::cp_async_wait<ST - 1>(); /* batch i has landed */
       const uint4 *slot = ring + (int)(i % ST) * SLOTS * 32;
       if constexpr (XR) {
@@ -187,31 +190,6 @@ __global__ void __launch_bounds__(WARPS * 32)
     }
     tgemm_decode::cp_async_wait<0>();
   } else {
-    /* The partial last batch (ring kernels copy it through their ring,
-     * above), read with bounds checks by the worker whose turn it is,
-     * before its main loop: its loads then overlap the first batch's. */
-    auto tail = [&]() {
-      if (full * KU >= k || worker != (int)(full % workers)) return;
-      uint4 v[T][U][2];
-#pragma unroll
-      for (int j = 0; j < U; j++) {
-        const long long kk = full * KU + 32 * j;
-        const long long avail = k - kk - 8 * c;
-        const bool whole = VEC && avail >= 8;
-#pragma unroll
-        for (int t = 0; t < T; t++)
-#pragma unroll
-          for (int h = 0; h < 2; h++)
-            v[t][j][h] = whole ? tgemm_decode::load_stream16(wp[t][h] + kk, policy)
-                               : load8_scalar(wp[t][h] + kk, avail);
-        uint4 xv[MT];
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++)
-          xv[mt] = whole ? __ldg(reinterpret_cast<const uint4 *>(xp[mt] + kk))
-                         : load8_scalar(xp[mt] + kk, avail);
-        mma_step(v, j, xv);
-      }
-    };
     /* Register double buffer: the next batch's weights are in flight while
      * this one is multiplied. */
     auto load_w = [&](uint4(&v)[T][U][2], long long batch) {
@@ -227,7 +205,7 @@ __global__ void __launch_bounds__(WARPS * 32)
     };
     auto compute = [&](const uint4(&v)[T][U][2], long long batch) {
       uint4 xv[U][MT];
-      load_x(xv, batch, KU);
+      load_x(xv, batch);
 #pragma unroll
       for (int j = 0; j < U; j++) mma_step(v, j, xv[j]);
     };

@@ -221,9 +221,13 @@ typedef struct tgemm_weight_options {
 } tgemm_weight_options;
 
 /* A weight prepared once at load.  w is dense (bf16/f16/f32) or MXFP4.
- * Dense data is borrowed, not copied: it must outlive the handle.  Derived
- * forms (MXFP4, backend caches) are owned by the handle.  options may be
- * NULL (dense only). */
+ * Dense data is borrowed, not copied: it must outlive the handle, and so
+ * must an MXFP4 w.  Derived forms (MXFP4, backend caches) are owned by the
+ * handle.  options may be NULL (dense only).  Speed on the GPU: the fast
+ * MXFP4 decode kernels need 16-byte aligned packed rows (data and ld) and
+ * 4-byte aligned scale rows (scales and scales_ld), with x in 16-byte
+ * aligned rows; otherwise slower element-load kernels are used.  The MXFP4
+ * form made here always qualifies (its scale rows are padded to 16 bytes). */
 TGEMM_API tgemm_status tgemm_weight_create(tgemm_ctx *ctx,
                                            const tgemm_matrix *w,
                                            const tgemm_weight_options *options,

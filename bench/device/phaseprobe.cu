@@ -32,7 +32,7 @@ double pct(std::vector<double> &v, double p) {
 }
 
 void run(const experiment &e) {
-  const long long kb = (e.k + 31) / 32, ldq = kb * 16, lds = kb;
+  const long long kb = (e.k + 31) / 32, ldq = kb * 16, lds = (kb + 15) / 16 * 16; /* as owned weights */
   const size_t q_bytes = (size_t)(e.n * ldq), s_bytes = (size_t)(e.n * lds);
   const int copies = (int)std::max<size_t>(2, (size_t)(200u << 20) / (q_bytes + s_bytes) + 1);
   std::vector<unsigned char *> wq(copies), ws(copies);

@@ -106,8 +106,9 @@ __global__ void __launch_bounds__(WARPS * 32)
 
   const long long full = k / KU; /* batches entirely inside K */
   /* The partial last batch, read with bounds checks by the worker whose
-   * turn it is, before its main loop: its loads then overlap the first
-   * batches' instead of being a DRAM round trip at the very end. */
+   * turn it is, before its main loop, so that its loads overlap the first
+   * batch's.  (Copying it through the ring instead was faster on such K
+   * but slowed the loop of every other shape: BENCHMARKS.md.) */
   auto tail = [&]() {
     if (full * KU >= k || worker != (int)(full % workers)) return;
     uint4 v[T][U][2];

@@ -157,7 +157,9 @@ __global__ void __launch_bounds__(WARPS * 32)
    * block that straddles k reads x with bounds checks (its W padding is
    * zero by the format, and x past k must not be read).  Its worker runs
    * it before its main loop, while the ring's first copies are in flight:
-   * run last, its loads were a DRAM round trip that no other work hid. */
+   * run last, its loads were a DRAM round trip that no other work hid.
+   * (Copying it through the ring instead slowed the loop of every other
+   * shape: BENCHMARKS.md.) */
   auto tail = [&]() {
     if (full * BU >= a.k_blocks || worker != (int)(full % workers)) return;
     uint4 v[T][U][2];

@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cuda/cuda_args.h"
@@ -88,6 +89,23 @@ __device__ __forceinline__ void cp_async_commit() {
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+/* Programmatic dependent launch (sm_90).  The decode kernels are launched
+ * so that they may start while the kernel before them on the stream is
+ * still running (see launch).  Each block lets the next kernel launch at
+ * once, issues the loads that no earlier kernel writes (weights, scales),
+ * and waits for the earlier kernel to finish, its writes visible, before
+ * it reads x or writes y.  Without the launch attribute both are no-ops. */
+__device__ __forceinline__ void allow_next_launch() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wait_for_previous() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
 }
 
 /* d += A·B for one m16n8k16 bf16 tile with f32 accumulation.  A: 16 weight
@@ -364,10 +382,22 @@ static inline bool mxfp4_operands_ok(const tgemm__cuda_gemm_args *args) {
          args->ldy >= args->n && bias_ok(args);
 }
 
+/* Programmatic dependent launch is on unless TGEMM_PDL=0 (read once): the
+ * switch exists to measure what it gains, and to rule it out. */
+static inline bool pdl_enabled() {
+  static const bool on = [] {
+    const char *v = getenv("TGEMM_PDL");
+    return !(v && strcmp(v, "0") == 0);
+  }();
+  return on;
+}
+
 /* Launches fn over `groups` row groups, each a cluster of `split` blocks of
  * `warps` warps with `smem` bytes of dynamic shared memory (the limit is
  * raised first where needed; cudaErrorInvalidValue above kMaxSmem, e.g. an
- * x ring too large for this M). */
+ * x ring too large for this M), as a programmatic dependent launch (see
+ * wait_for_previous): the launch latency and the first weight loads then
+ * overlap the end of the kernel before. */
 template <typename Args>
 static cudaError_t launch(void (*fn)(Args), const Args &a, long long groups, int split, int warps,
                           size_t smem, cudaStream_t stream) {
@@ -379,15 +409,22 @@ static cudaError_t launch(void (*fn)(Args), const Args &a, long long groups, int
   lc.blockDim = dim3(32u * warps);
   lc.dynamicSmemBytes = smem;
   lc.stream = stream;
-  cudaLaunchAttribute attr[1];
+  cudaLaunchAttribute attr[2];
+  unsigned n_attrs = 0;
   if (split > 1) {
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = (unsigned)split;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    lc.attrs = attr;
-    lc.numAttrs = 1;
+    attr[n_attrs].id = cudaLaunchAttributeClusterDimension;
+    attr[n_attrs].val.clusterDim.x = (unsigned)split;
+    attr[n_attrs].val.clusterDim.y = 1;
+    attr[n_attrs].val.clusterDim.z = 1;
+    n_attrs++;
   }
+  if (pdl_enabled()) {
+    attr[n_attrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n_attrs].val.programmaticStreamSerializationAllowed = 1;
+    n_attrs++;
+  }
+  lc.attrs = n_attrs ? attr : NULL;
+  lc.numAttrs = n_attrs;
   return cudaLaunchKernelEx(&lc, fn, a);
 }
 

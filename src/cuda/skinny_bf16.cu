@@ -56,6 +56,7 @@ __global__ void __launch_bounds__(WARPS * 32)
   constexpr int XCH = 4 * U;       /* 16-byte x pieces per token per batch */
   constexpr int XSTAGE = XR ? MT * 8 * XCH : 0; /* x pieces per warp per ring stage */
   extern __shared__ uint4 smem[];  /* rings (ST > 0), then the reduction */
+  tgemm_decode::allow_next_launch();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, c = lane & 3;
   const int split = a.split;
@@ -144,7 +145,8 @@ __global__ void __launch_bounds__(WARPS * 32)
     if constexpr (XR) xcopy.init(lane, m, a.ldx, [](int r, int p) { return p ^ ((r & 1) * XSW); });
     const unsigned short *xin = a.x + 8 * (lane % XCH);
     const int xrd = g * XCH + c, xsw = (g & 1) * XSW;
-    auto issue = [&](long long i) {
+    /* Copies batch i's weights, then its x (XR), into its ring stage. */
+    auto issue_w = [&](long long i) {
       const long long batch = worker + i * workers;
       uint4 *slot = ring + (int)(i % ST) * SLOTS * 32;
 #pragma unroll
@@ -155,16 +157,26 @@ __global__ void __launch_bounds__(WARPS * 32)
           for (int h = 0; h < 2; h++)
             tgemm_decode::cp_async16_stream(slot + ((t * U + j) * 2 + h) * 32,
                                             wp[t][h] + batch * KU + 32 * j, policy);
+    };
+    auto issue_x = [&](long long i) {
+      const long long batch = worker + i * workers;
       if constexpr (XR) xcopy.issue(xring + (int)(i % ST) * XSTAGE, xin + batch * KU);
     };
+    /* The first stages' weights are requested before x may be read (the
+     * kernel before may still be writing it); the first copy group holds
+     * all of them. */
+#pragma unroll
+    for (int s = 0; s < ST - 1; s++)
+      if (s < mine) issue_w(s);
+    tgemm_decode::wait_for_previous();
 #pragma unroll
     for (int s = 0; s < ST - 1; s++) {
-      if (s < mine) issue(s);
+      if (s < mine) issue_x(s);
       tgemm_decode::cp_async_commit();
     }
     tail();
     for (long long i = 0; i < mine; i++) {
-      if (i + ST - 1 < mine) issue(i + ST - 1);
+      if (i + ST - 1 < mine) issue_w(i + ST - 1), issue_x(i + ST - 1);
       tgemm_decode::cp_async_commit();
       uint4 xv[U][MT];
       if constexpr (!XR) load_x(xv, worker + i * workers); /* in flight while we wait */
@@ -213,6 +225,7 @@ __global__ void __launch_bounds__(WARPS * 32)
     long long batch = worker;
     uint4 va[T][U][2], vb[T][U][2];
     if (batch < full) load_w(va, batch);
+    tgemm_decode::wait_for_previous(); /* before x is read */
     tail();
     while (batch < full) {
       if (batch + workers < full) load_w(vb, batch + workers);

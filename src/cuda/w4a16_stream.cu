@@ -81,6 +81,7 @@ __global__ void __launch_bounds__(WARPS * 32)
   constexpr int XSTAGE = XR ? MT * 8 * XCH : 0;  /* x pieces per warp per ring stage */
   extern __shared__ uint4 smem[];
   W4_PHASE(0);
+  tgemm_decode::allow_next_launch();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, c = lane & 3;
   const int split = a.split;
@@ -231,8 +232,8 @@ __global__ void __launch_bounds__(WARPS * 32)
 #pragma unroll
     for (int w = 0; w < 4; w++)
       xread_at[w] = xring_at + (g * XCH + 4 * c + (w ^ ((g & 1) | (c & 2)))) * 16;
-    /* Copies the next batch into ring stage `stage`. */
-    auto issue = [&](int stage) {
+    /* Copies the next batch's weights and scales into ring stage `stage`. */
+    auto issue_w = [&](int stage) {
       uint4 *rs = reinterpret_cast<uint4 *>(sm + ring_at) + stage * SLOTS * 32;
       unsigned *ss = reinterpret_cast<unsigned *>(sm + sring_at) + stage * SLOTS * 8;
 #pragma unroll
@@ -245,24 +246,34 @@ __global__ void __launch_bounds__(WARPS * 32)
             tgemm_decode::cp_async16_stream(rs + slot * 32, in_q[t][h] + 64 * j, policy);
             if (scale_copier) tgemm_decode::cp_async4(ss + slot * 8, in_s[t][h] + 4 * j);
           }
-      if constexpr (XR) {
-        xcopy.issue(reinterpret_cast<uint4 *>(sm + xring_at) + stage * XSTAGE, xin);
-        xin += x_step;
-      }
 #pragma unroll
       for (int t = 0; t < T; t++)
 #pragma unroll
         for (int h = 0; h < 2; h++) in_q[t][h] += q_step, in_s[t][h] += s_step;
     };
+    /* ... and its x (XR). */
+    auto issue_x = [&](int stage) {
+      if constexpr (XR) {
+        xcopy.issue(reinterpret_cast<uint4 *>(sm + xring_at) + stage * XSTAGE, xin);
+        xin += x_step;
+      }
+    };
+    /* The first stages' weights are requested before x may be read (the
+     * kernel before may still be writing it), so the first copy group
+     * holds all of them: waiting for it is waiting for no less. */
+#pragma unroll
+    for (int s = 0; s < ST - 1; s++)
+      if (s < mine) issue_w(s);
+    tgemm_decode::wait_for_previous();
 #pragma unroll
     for (int s = 0; s < ST - 1; s++) {
-      if (s < mine) issue(s);
+      if (s < mine) issue_x(s);
       tgemm_decode::cp_async_commit();
     }
     tail();
     /* Batch i, which sits in ring stage `stage` (= i % ST). */
     auto consume = [&](int i, int stage) {
-      if (i + ST - 1 < mine) issue((stage + ST - 1) % ST);
+      if (i + ST - 1 < mine) issue_w((stage + ST - 1) % ST), issue_x((stage + ST - 1) % ST);
       tgemm_decode::cp_async_commit();
       uint4 xv[U][MT][4];
       if constexpr (!XR) {
@@ -342,6 +353,7 @@ __global__ void __launch_bounds__(WARPS * 32)
     uint4 va[T][U][2], vb[T][U][2];
     unsigned sa[T][U][2], sb[T][U][2];
     if (batch < full) load_w(va, sa, batch);
+    tgemm_decode::wait_for_previous(); /* before x is read */
     tail();
     while (batch < full) {
       if (batch + workers < full) load_w(vb, sb, batch + workers);

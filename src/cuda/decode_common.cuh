@@ -392,6 +392,19 @@ static inline bool pdl_enabled() {
   return on;
 }
 
+/* Where a block lets the next kernel launch: EXPERIMENT, TGEMM_PDL_TRIGGER
+ * = start (default), loop (after the main loop) or exit (implicitly). */
+constexpr int kTriggerAtStart = 0, kTriggerAfterLoop = 1, kTriggerAtExit = 2;
+static inline int trigger_at() {
+  static const int at = [] {
+    const char *v = getenv("TGEMM_PDL_TRIGGER");
+    if (v && !strcmp(v, "loop")) return kTriggerAfterLoop;
+    if (v && !strcmp(v, "exit")) return kTriggerAtExit;
+    return kTriggerAtStart;
+  }();
+  return at;
+}
+
 /* Launches fn over `groups` row groups, each a cluster of `split` blocks of
  * `warps` warps with `smem` bytes of dynamic shared memory (the limit is
  * raised first where needed; cudaErrorInvalidValue above kMaxSmem, e.g. an

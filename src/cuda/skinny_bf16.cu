@@ -34,6 +34,7 @@ struct skinny_args {
   long long ldw;
   long long k;
   int split;
+  int trigger; /* tgemm_decode::trigger_at: when the next kernel may launch */
   epilogue ep;
 };
 
@@ -56,7 +57,7 @@ __global__ void __launch_bounds__(WARPS * 32)
   constexpr int XCH = 4 * U;       /* 16-byte x pieces per token per batch */
   constexpr int XSTAGE = XR ? MT * 8 * XCH : 0; /* x pieces per warp per ring stage */
   extern __shared__ uint4 smem[];  /* rings (ST > 0), then the reduction */
-  tgemm_decode::allow_next_launch();
+  if (a.trigger == tgemm_decode::kTriggerAtStart) tgemm_decode::allow_next_launch();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, c = lane & 3;
   const int split = a.split;
@@ -237,6 +238,7 @@ __global__ void __launch_bounds__(WARPS * 32)
       batch += workers;
     }
   }
+  if (a.trigger == tgemm_decode::kTriggerAfterLoop) tgemm_decode::allow_next_launch();
   if constexpr (ST > 0) __syncthreads(); /* the rings become the reduction buffer */
   tgemm_decode::reduce_and_store<WARPS, R, MT>(acc, reinterpret_cast<float *>(smem), split, row0,
                                                a.ep);
@@ -394,6 +396,7 @@ extern "C" cudaError_t tgemm__skinny_bf16_run(const tgemm__kernel *kernel,
   a.ldw = args->ldw;
   a.k = args->k;
   a.split = cfg.split;
+  a.trigger = tgemm_decode::trigger_at();
   a.ep = tgemm_decode::epilogue_of(args);
   const long long groups = (args->n + 16LL * cfg.tiles - 1) / (16LL * cfg.tiles);
   return tgemm_decode::launch(fn, a, groups, cfg.split, cfg.warps, smem, args->stream);

@@ -50,6 +50,7 @@ struct w4_args {
   long long k;
   long long k_blocks; /* ceil(k / 32) */
   int split;
+  int trigger; /* tgemm_decode::trigger_at: when the next kernel may launch */
   epilogue ep;
 };
 
@@ -81,7 +82,7 @@ __global__ void __launch_bounds__(WARPS * 32)
   constexpr int XSTAGE = XR ? MT * 8 * XCH : 0;  /* x pieces per warp per ring stage */
   extern __shared__ uint4 smem[];
   W4_PHASE(0);
-  tgemm_decode::allow_next_launch();
+  if (a.trigger == tgemm_decode::kTriggerAtStart) tgemm_decode::allow_next_launch();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, c = lane & 3;
   const int split = a.split;
@@ -368,6 +369,7 @@ __global__ void __launch_bounds__(WARPS * 32)
 #pragma unroll
   for (int r = 0; r < R; r++) acc[r] += acc_odd[r];
   W4_PHASE(2);
+  if (a.trigger == tgemm_decode::kTriggerAfterLoop) tgemm_decode::allow_next_launch();
   if constexpr (ST > 0) __syncthreads(); /* the rings become the reduction buffer */
   W4_PHASE(3);
   tgemm_decode::reduce_and_store<WARPS, R, MT>(acc, reinterpret_cast<float *>(smem), split, row0,
@@ -530,6 +532,7 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
   a.k = args->k;
   a.k_blocks = k_blocks;
   a.split = cfg.split;
+  a.trigger = tgemm_decode::trigger_at();
   a.ep = tgemm_decode::epilogue_of(args);
   const long long groups = (args->n + 16LL * cfg.tiles - 1) / (16LL * cfg.tiles);
   return tgemm_decode::launch(fn, a, groups, cfg.split, cfg.warps, smem, args->stream);

@@ -73,14 +73,15 @@ static void issue_all(const call *calls, int n_calls) {
 
 /* A chain of CHAIN_LINKS calls on `route` through the square weight sq:
  * buf[i + 1] = buf[i] · sqᵀ, M tokens, bf16 throughout. */
-static void issue_chain(tgemm_weight *sq, tgemm_route route, int64_t m, void *const *buf,
-                        bool sync_each) {
+static void issue_chain(tgemm_weight *sq, tgemm_route route, const char *kernel, int64_t m,
+                        void *const *buf, bool sync_each) {
   for (int i = 0; i < CHAIN_LINKS; i++) {
     tgemm_matrix x = tgemm_matrix_dense(buf[i], TGEMM_BF16, m, sq->k, TGEMM_DEVICE);
     tgemm_matrix y = tgemm_matrix_dense(buf[i + 1], TGEMM_BF16, m, sq->n, TGEMM_DEVICE);
     tgemm_linear_options lo;
     tgemm_linear_options_default(&lo);
     lo.route = route;
+    lo.kernel = kernel;
     tgemm_status s = tgemm_linear(ctx, &x, sq, NULL, &y, &lo, NULL);
     CHECK(s == TGEMM_OK, "chain link %d: %s", i, tgemm_ctx_last_error(ctx));
     if (sync_each) CUDA_OK(cudaStreamSynchronize(stream));
@@ -103,9 +104,11 @@ static void check_chain(void *const *buf, const unsigned char *want, size_t byte
   }
 }
 
-/* Chains on the decode routes: one waiting for each call (the results to
- * match, checked against a host reference of its own links), then back to
- * back and replayed from a graph, into poisoned links. */
+/* Chains on the decode routes, with the built-in kernel (whose blocks let
+ * the next kernel launch at their start) and its twin that does so after
+ * its main loop ("_tl"): one waiting for each call (the results to match,
+ * checked against a host reference of its own links), then back to back
+ * and replayed from a graph, into poisoned links. */
 static void test_chains(void) {
   const int64_t n = 1000; /* square: each output is the next input */
   uint16_t *w_host = malloc(sizeof(uint16_t) * (size_t)(n * n));
@@ -131,15 +134,20 @@ static void test_chains(void) {
   test_poison(poison, TGEMM_BF16, (size_t)(m_max * n));
   void *buf[CHAIN_LINKS + 1] = {0};
   for (int i = 0; i <= CHAIN_LINKS; i++) CHECK_OK(tgemm_malloc(ctx, max_bytes, &buf[i]));
-  for (size_t c = 0; sq && buf[CHAIN_LINKS] && c < sizeof chains / sizeof chains[0]; c++) {
-    const char *label = chains[c].label;
+  for (size_t v = 0; sq && buf[CHAIN_LINKS] && v < 2 * sizeof chains / sizeof chains[0]; v++) {
+    const size_t c = v / 2;
     const int64_t m = chains[c].m;
     const size_t bytes = sizeof(uint16_t) * (size_t)(m * n);
     tgemm__shape shape = {m, n, n, TGEMM_BF16, TGEMM_BF16, false};
     if (!ctx->backend->supports(ctx, &shape, chains[c].route)) {
-      printf("NOTE: %s: route not available in this build or shape: left out\n", label);
+      printf("NOTE: %s: route not available in this build or shape: left out\n", chains[c].label);
       continue;
     }
+    tgemm__kernel builtin;
+    CHECK_OK(ctx->backend->default_kernel(ctx, &shape, chains[c].route, &builtin));
+    char kernel[sizeof builtin.name + 8], label[160];
+    snprintf(kernel, sizeof kernel, "%s%s", builtin.name, v % 2 ? "_tl" : "");
+    snprintf(label, sizeof label, "%s %s", chains[c].label, kernel);
     test_fill_normal(x_host, TGEMM_BF16, (size_t)(m * n), 1.0f);
     CHECK_OK(tgemm_memcpy(ctx, buf[0], x_host, bytes, TGEMM_COPY_HOST_TO_DEVICE));
 
@@ -147,7 +155,7 @@ static void test_chains(void) {
      *    link before (the MXFP4 route loosely: test_cuda_kernels checks
      *    its exactness). */
     poison_chain(buf, poison, bytes);
-    issue_chain(sq, chains[c].route, m, buf, true);
+    issue_chain(sq, chains[c].route, kernel, m, buf, true);
     const double tol = chains[c].route == TGEMM_ROUTE_W4A16 ? 0.3 : 1e-2;
     for (int i = 1; i <= CHAIN_LINKS; i++) {
       uint16_t *in = (uint16_t *)(want + (size_t)(i - 2) * bytes);
@@ -169,13 +177,13 @@ static void test_chains(void) {
 
     /* 2. Back to back on the stream, then 3. replayed from a graph. */
     poison_chain(buf, poison, bytes);
-    issue_chain(sq, chains[c].route, m, buf, false);
+    issue_chain(sq, chains[c].route, kernel, m, buf, false);
     CUDA_OK(cudaStreamSynchronize(stream));
     check_chain(buf, want, bytes, got, label, "back to back");
     cudaGraph_t graph = NULL;
     cudaGraphExec_t exec = NULL;
     CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-    issue_chain(sq, chains[c].route, m, buf, false);
+    issue_chain(sq, chains[c].route, kernel, m, buf, false);
     CUDA_OK(cudaStreamEndCapture(stream, &graph));
     if (graph) CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
     for (int rep = 0; exec && rep < 2; rep++) {
@@ -184,7 +192,7 @@ static void test_chains(void) {
       CUDA_OK(cudaStreamSynchronize(stream));
       check_chain(buf, want, bytes, got, label, rep ? "in replay 2" : "in replay 1");
     }
-    printf("%-40s %d links: back to back and replayed equal the waiting run\n", label,
+    printf("%-60s %d links: back to back and replayed equal the waiting run\n", label,
            CHAIN_LINKS);
     if (exec) cudaGraphExecDestroy(exec);
     if (graph) cudaGraphDestroy(graph);

@@ -278,41 +278,55 @@ struct x_ring_copy {
 
 namespace tgemm_decode {
 
+/* Where a decode kernel's blocks let the next kernel on the stream launch
+ * (see allow_next_launch).  At the start, the next kernel's blocks take
+ * the SMs' spare room at once; after the main loop, they are placed as
+ * this kernel's blocks finish.  Which is faster depends on the kernel and
+ * the shape (under graph timing on the H100, o_proj TP8's W4A16 kernel
+ * ran 6.48 µs with the first and 5.08 with the second, kv_b's 4.93 and
+ * 5.88: BENCHMARKS.md), so both are candidates. */
+enum trigger { kTriggerAtStart = 0, kTriggerAfterLoop = 1 };
+
 /* One decode kernel: warps per block, 16-row tiles per warp, k steps per
  * batch, cp.async ring depth (0: register double buffer), cluster split
- * of K, and x through the ring. */
+ * of K, x through the ring, and where the next kernel may launch. */
 struct config {
   int warps, tiles, unroll, stages, split, x_ring;
+  int trigger; /* enum trigger */
 };
 
 /* The cluster splits every instantiated kernel is offered with. */
 constexpr int kSplits[] = {1, 2, 4, 8};
 
 /* A kernel's name, "<prefix>_w<warps>_t<tiles>_u<unroll>_p<stages>_s<split>"
- * plus "_xr" with x in the ring, and its params[0..5] = warps, tiles,
- * unroll, split, stages, x_ring. */
+ * plus "_xr" with x in the ring and "_tl" with the trigger after the loop,
+ * and its params[0..6] = warps, tiles, unroll, split, stages, x_ring,
+ * trigger (tables written before the trigger existed hold 0 there: the
+ * start, as those kernels had). */
 static inline void fill_kernel(tgemm__kernel *out, tgemm_route route, const char *prefix,
                                config cfg) {
   memset(out, 0, sizeof *out);
   out->route = route;
-  snprintf(out->name, sizeof out->name, "%s_w%d_t%d_u%d_p%d_s%d%s", prefix, cfg.warps, cfg.tiles,
-           cfg.unroll, cfg.stages, cfg.split, cfg.x_ring ? "_xr" : "");
+  snprintf(out->name, sizeof out->name, "%s_w%d_t%d_u%d_p%d_s%d%s%s", prefix, cfg.warps,
+           cfg.tiles, cfg.unroll, cfg.stages, cfg.split, cfg.x_ring ? "_xr" : "",
+           cfg.trigger == kTriggerAfterLoop ? "_tl" : "");
   out->params[0] = cfg.warps;
   out->params[1] = cfg.tiles;
   out->params[2] = cfg.unroll;
   out->params[3] = cfg.split;
   out->params[4] = cfg.stages;
   out->params[5] = cfg.x_ring;
+  out->params[6] = cfg.trigger;
 }
 
 /* The configuration a kernel's params describe (see fill_kernel). */
 static inline config config_of(const tgemm__kernel *kernel) {
   return config{kernel->params[0], kernel->params[1], kernel->params[2],
-                kernel->params[4], kernel->params[3], kernel->params[5]};
+                kernel->params[4], kernel->params[3], kernel->params[5], kernel->params[6]};
 }
 
 /* Is cfg an instantiated kernel of `table` ({warps, tiles, unroll, stages,
- * x_ring} rows) with one of kSplits? */
+ * x_ring} rows) with one of kSplits and a known trigger? */
 template <size_t N>
 static bool config_known(const int (&table)[N][5], config cfg) {
   bool kernel = false, split = false;
@@ -320,23 +334,25 @@ static bool config_known(const int (&table)[N][5], config cfg) {
     kernel |= kc[0] == cfg.warps && kc[1] == cfg.tiles && kc[2] == cfg.unroll &&
               kc[3] == cfg.stages && kc[4] == cfg.x_ring;
   for (int sp : kSplits) split |= sp == cfg.split;
-  return kernel && split;
+  return kernel && split && (cfg.trigger == kTriggerAtStart || cfg.trigger == kTriggerAfterLoop);
 }
 
 /* The candidates of a shape: `best` first, then every row of `table` with
- * every split that useful(cfg) accepts.  Returns how many were written. */
+ * every split that useful(cfg) accepts, each with both triggers.  Returns
+ * how many were written. */
 template <size_t N, typename Useful>
 static int list_candidates(const int (&table)[N][5], config best, tgemm_route route,
                            const char *prefix, Useful useful, tgemm__kernel *out, int cap) {
   int count = 0;
   fill_kernel(&out[count++], route, prefix, best);
   for (const auto &kc : table)
-    for (int sp : kSplits) {
-      if (count >= cap) return count;
-      const config cfg = {kc[0], kc[1], kc[2], kc[3], sp, kc[4]};
-      if (!memcmp(&cfg, &best, sizeof cfg) || !useful(cfg)) continue;
-      fill_kernel(&out[count++], route, prefix, cfg);
-    }
+    for (int sp : kSplits)
+      for (int trigger : {kTriggerAtStart, kTriggerAfterLoop}) {
+        if (count >= cap) return count;
+        const config cfg = {kc[0], kc[1], kc[2], kc[3], sp, kc[4], trigger};
+        if (!memcmp(&cfg, &best, sizeof cfg) || !useful(cfg)) continue;
+        fill_kernel(&out[count++], route, prefix, cfg);
+      }
   return count;
 }
 
@@ -390,19 +406,6 @@ static inline bool pdl_enabled() {
     return !(v && strcmp(v, "0") == 0);
   }();
   return on;
-}
-
-/* Where a block lets the next kernel launch: EXPERIMENT, TGEMM_PDL_TRIGGER
- * = start (default), loop (after the main loop) or exit (implicitly). */
-constexpr int kTriggerAtStart = 0, kTriggerAfterLoop = 1, kTriggerAtExit = 2;
-static inline int trigger_at() {
-  static const int at = [] {
-    const char *v = getenv("TGEMM_PDL_TRIGGER");
-    if (v && !strcmp(v, "loop")) return kTriggerAfterLoop;
-    if (v && !strcmp(v, "exit")) return kTriggerAtExit;
-    return kTriggerAtStart;
-  }();
-  return at;
 }
 
 /* Launches fn over `groups` row groups, each a cluster of `split` blocks of

@@ -34,7 +34,7 @@ struct skinny_args {
   long long ldw;
   long long k;
   int split;
-  int trigger; /* tgemm_decode::trigger_at: when the next kernel may launch */
+  int trigger; /* tgemm_decode::trigger: where the next kernel may launch */
   epilogue ep;
 };
 
@@ -381,9 +381,10 @@ extern "C" cudaError_t tgemm__skinny_bf16_run(const tgemm__kernel *kernel,
   if (aligned) {
     fn = find_vec_kernel(mt, cfg);
   } else {
-    const int split = cfg.split;
+    const int split = cfg.split, trigger = cfg.trigger;
     cfg = kSafe;
     cfg.split = split;
+    cfg.trigger = trigger;
     fn = find_safe_kernel(mt);
   }
   if (!fn) return cudaErrorInvalidValue;
@@ -396,7 +397,7 @@ extern "C" cudaError_t tgemm__skinny_bf16_run(const tgemm__kernel *kernel,
   a.ldw = args->ldw;
   a.k = args->k;
   a.split = cfg.split;
-  a.trigger = tgemm_decode::trigger_at();
+  a.trigger = cfg.trigger;
   a.ep = tgemm_decode::epilogue_of(args);
   const long long groups = (args->n + 16LL * cfg.tiles - 1) / (16LL * cfg.tiles);
   return tgemm_decode::launch(fn, a, groups, cfg.split, cfg.warps, smem, args->stream);

@@ -50,7 +50,7 @@ struct w4_args {
   long long k;
   long long k_blocks; /* ceil(k / 32) */
   int split;
-  int trigger; /* tgemm_decode::trigger_at: when the next kernel may launch */
+  int trigger; /* tgemm_decode::trigger: where the next kernel may launch */
   epilogue ep;
 };
 
@@ -514,9 +514,10 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
   if (aligned) {
     fn = find_vec_kernel(mt, cfg);
   } else {
-    const int split = cfg.split;
+    const int split = cfg.split, trigger = cfg.trigger;
     cfg = kSafe;
     cfg.split = split;
+    cfg.trigger = trigger;
     fn = find_safe_kernel(mt);
   }
   if (!fn) return cudaErrorInvalidValue;
@@ -532,7 +533,7 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
   a.k = args->k;
   a.k_blocks = k_blocks;
   a.split = cfg.split;
-  a.trigger = tgemm_decode::trigger_at();
+  a.trigger = cfg.trigger;
   a.ep = tgemm_decode::epilogue_of(args);
   const long long groups = (args->n + 16LL * cfg.tiles - 1) / (16LL * cfg.tiles);
   return tgemm_decode::launch(fn, a, groups, cfg.split, cfg.warps, smem, args->stream);

@@ -11,6 +11,12 @@
 #   bash bench/device/suite.sh route R    device: for route(s) R (comma list): test_cuda_kernels on R only,
 #                                         its memcheck, then every candidate of R timed on the decode
 #                                         points (M = 1..16, full and TP=8) with the tuner (-v log)
+#   bash bench/device/suite.sh graphtune  device: the decode points (M = 1..16) of the skinny, library and
+#                                         w4a16 routes tuned under graph timing, the calls replayed back
+#                                         to back as a served model runs them, into $OUT/graph-decode.csv;
+#                                         those rows replace theirs in the carried table, written to
+#                                         $OUT/h100-deepseek-v3.csv (how the shipped table's decode rows
+#                                         were made since the kernels launch as dependent launches)
 #   bash bench/device/suite.sh bench      device: `tgemm bench` without and with that table (copied
 #                                         here to build-suite-carry/), decode back to back, BF16-only
 #                                         routing (--error-budget 0), readprobe
@@ -106,6 +112,24 @@ route)
       -o "$OUT/route_table.csv" >"$OUT/route_tune_tp$tp.log" 2>&1
     echo "tune tp$tp rc=$? ${SECONDS}s"
   done
+  ;;
+graphtune)
+  for route in w4a16 skinny library; do
+    for tp in 1 8; do
+      SECONDS=0
+      "$R/tgemm" tune --graph --preset deepseek-v3 --tp $tp --m 1,2,4,8,16 --routes $route --max-seconds 0.03 -v \
+        -o "$OUT/graph-decode.csv" >"$OUT/graphtune-$route-tp$tp.log" 2>&1
+      echo "tune --graph $route tp$tp rc=$? ${SECONDS}s: $(tail -n 1 "$OUT/graphtune-$route-tp$tp.log")"
+    done
+  done
+  # Columns 6-12 (m, n, k, bias, dtypes, route) key a row; rows of other keys stay.
+  awk -F, 'function key() { return $6 FS $7 FS $8 FS $9 FS $10 FS $11 FS $12 }
+           NR == FNR { if (FNR > 1) new[key()] = $0; next }
+           FNR == 1 { print; next }
+           { k = key(); if (k in new) { print new[k]; done[k] = 1 } else print }
+           END { for (k in new) if (!(k in done)) print new[k] }' \
+    "$OUT/graph-decode.csv" "$P/h100-deepseek-v3.csv" >"$OUT/h100-deepseek-v3.csv"
+  echo "merged: $(grep -c . "$OUT/h100-deepseek-v3.csv") lines -> $OUT/h100-deepseek-v3.csv"
   ;;
 bench)
   # The table from `tune`, carried as $P/h100-deepseek-v3.csv.

@@ -104,9 +104,9 @@ static void check_chain(void *const *buf, const unsigned char *want, size_t byte
   }
 }
 
-/* Chains on the decode routes, with the built-in kernel (whose blocks let
- * the next kernel launch at their start) and its twin that does so after
- * its main loop ("_tl"): one waiting for each call (the results to match,
+/* Chains on the decode routes, with the built-in kernel and its twin that
+ * lets the next kernel launch at the other place (the start, or after the
+ * main loop: "_tl"): one waiting for each call (the results to match,
  * checked against a host reference of its own links), then back to back
  * and replayed from a graph, into poisoned links. */
 static void test_chains(void) {
@@ -145,8 +145,12 @@ static void test_chains(void) {
     }
     tgemm__kernel builtin;
     CHECK_OK(ctx->backend->default_kernel(ctx, &shape, chains[c].route, &builtin));
+    /* the twin: the same name with "_tl" added or removed */
     char kernel[sizeof builtin.name + 8], label[160];
-    snprintf(kernel, sizeof kernel, "%s%s", builtin.name, v % 2 ? "_tl" : "");
+    const size_t len = strlen(builtin.name);
+    const bool tl = len > 3 && strcmp(builtin.name + len - 3, "_tl") == 0;
+    snprintf(kernel, sizeof kernel, "%.*s%s", (int)(v % 2 && tl ? len - 3 : len), builtin.name,
+             v % 2 && !tl ? "_tl" : "");
     snprintf(label, sizeof label, "%s %s", chains[c].label, kernel);
     test_fill_normal(x_host, TGEMM_BF16, (size_t)(m * n), 1.0f);
     CHECK_OK(tgemm_memcpy(ctx, buf[0], x_host, bytes, TGEMM_COPY_HOST_TO_DEVICE));

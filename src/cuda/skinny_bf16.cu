@@ -300,49 +300,51 @@ bool config_useful(const tgemm__shape *s, config cfg) {
   return cfg.split == 1 || batches >= (long long)cfg.split * cfg.warps;
 }
 
-/* The built-in choice (candidates[0]).  A rule read off the tuner runs of
- * 2026-11-24 on the H100 (bench/device/suite.sh route skinny: every
- * candidate timed on the nine DeepSeek-V3 projections x M = 1..16, cold
- * L2); on the last of them it is within 1% of the fastest candidate at
- * each of the 45 points.  x goes through the ring ("_xr") everywhere but
- * on long rows and on the small short-row weight:
- * - fewer 16-row tiles than half the SMs (N = 576): 16 warps of two k
- *   steps on a 3-deep ring; from M = 9, 8 warps on a 4-deep ring, split 2;
- * - at most one tile per SM (N <= 2112): 8 warps, 4 steps on a 2-deep ring
- *   (2 steps on a 4-deep ring from M = 9);
+/* The built-in choice (candidates[0]).  A rule read off the graph-timed
+ * tuner runs of 2026-11-24 on the H100, with the kernels launched as
+ * dependent launches (bench/device/suite.sh graphtune: every candidate
+ * timed on the nine DeepSeek-V3 projections x M = 1..16, cold weights,
+ * calls back to back); it is within 5% of the fastest candidate at each
+ * of the 45 points, and within 1% at 42.  The next kernel may launch at
+ * the start everywhere; x goes through the ring ("_xr") except on long
+ * rows and on the small short-row weight up to M = 8:
+ * - fewer 16-row tiles than half the SMs (N = 576): 16 warps of one k
+ *   step on a 4-deep ring; from M = 9, 8 warps of two steps on a 2-deep
+ *   ring, split 8;
+ * - at most one tile per SM (N <= 2112): 16 warps of two steps on a
+ *   3-deep ring; from M = 9, 8 warps on a 4-deep ring;
  * - long rows (K >= 8192): register double buffers, 8 warps of 4 steps,
  *   two tiles from M = 9;
- * - short rows (K <= 1024): very tall weights (>= 1024 tiles) 8 warps of
- *   2 steps on a 2-deep ring (from M = 9, 4 warps of two tiles on a
- *   3-deep ring: both of a warp's batches in flight at once); else 8
- *   warps with register double buffers (4 warps on a 4-deep ring from
+ * - short rows (K <= 1024): very tall weights (>= 1024 tiles) 4 warps of
+ *   two tiles, 2 steps on a 2-deep ring; else 8 warps of four tiles with
+ *   register double buffers (8 warps of one tile on a 2-deep ring from
  *   M = 9);
- * - otherwise (K = 1536..2048 here) 2 k steps: up to M = 8 on a 2-deep
- *   ring, 8 warps up to two tiles per SM, else 16 warps; from M = 9, 4
- *   warps on a 4-deep ring up to two tiles per SM, 8 warps on a 2-deep
- *   ring from 1024 tiles, and 4 warps of two tiles between. */
+ * - otherwise (K = 1536..2048 here) up to two tiles per SM: 8 warps of 2
+ *   steps on a 4-deep ring (4 warps from M = 9); from 1024 tiles 2 steps
+ *   on a 2-deep ring, 16 warps (8 from M = 9); between: 8 warps of two
+ *   tiles, one step on a 4-deep ring. */
 config default_config(const tgemm__shape *s, int sm_count) {
   const long long tiles16 = (s->n + 15) / 16;
   const bool wide_m = s->m > 8;
   config cfg;
   if (2 * tiles16 < sm_count) {
-    cfg = wide_m ? config{8, 1, 2, 4, 2, 1} : config{16, 1, 2, 3, 1, 1};
+    cfg = wide_m ? config{8, 1, 2, 2, 8, 1} : config{16, 1, 1, 4, 1, 1};
     while (cfg.split > 1 && !config_useful(s, cfg)) cfg.split /= 2;
   } else if (tiles16 <= sm_count) {
-    cfg = wide_m ? config{8, 1, 2, 4, 1, 1} : config{8, 1, 4, 2, 1, 1};
+    cfg = wide_m ? config{8, 1, 2, 4, 1, 1} : config{16, 1, 2, 3, 1, 1};
   } else if (s->k >= 8192) {
     cfg = config{8, wide_m ? 2 : 1, 4, 0, 1, 0};
   } else if (s->k <= 1024) {
     if (tiles16 >= 1024)
-      cfg = wide_m ? config{4, 2, 2, 3, 1, 1} : config{8, 1, 2, 2, 1, 1};
+      cfg = config{4, 2, 2, 2, 1, 1};
     else
-      cfg = wide_m ? config{4, 1, 2, 4, 1, 1} : config{8, 1, 2, 0, 1, 0};
+      cfg = wide_m ? config{8, 1, 2, 2, 1, 1} : config{8, 4, 2, 0, 1, 0};
   } else if (tiles16 <= 2LL * sm_count) {
-    cfg = wide_m ? config{4, 1, 2, 4, 1, 1} : config{8, 1, 2, 2, 1, 1};
+    cfg = wide_m ? config{4, 1, 2, 4, 1, 1} : config{8, 1, 2, 4, 1, 1};
   } else if (tiles16 >= 1024) {
     cfg = wide_m ? config{8, 1, 2, 2, 1, 1} : config{16, 1, 2, 2, 1, 1};
   } else {
-    cfg = wide_m ? config{4, 2, 2, 2, 1, 1} : config{16, 1, 2, 2, 1, 1};
+    cfg = config{8, 2, 1, 4, 1, 1};
   }
   if (!config_useful(s, cfg)) cfg = config{8, 1, 2, 0, 1, 0}; /* rings too large */
   return cfg;

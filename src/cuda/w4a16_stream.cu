@@ -432,50 +432,58 @@ bool config_useful(const tgemm__shape *s, config cfg) {
   return cfg.split == 1 || batches >= (long long)cfg.split * cfg.warps;
 }
 
-/* The built-in choice (candidates[0]).  A rule read off the tuner runs of
- * 2026-11-24 on the H100 after the ring loop kept its offsets in registers
- * (`tgemm tune --preset deepseek-v3 --tp {1,8} --m 1,2,4,8,16 --routes
- * w4a16 -v`, flushed and `--graph`: both picked the same kernels, within
- * 1%, on every one of the 45 points).  x goes through the ring ("_xr"):
+/* The built-in choice (candidates[0]).  The picks of the graph-timed tuner
+ * runs of 2026-11-24 on the H100, with the kernels launched as dependent
+ * launches (bench/device/suite.sh graphtune: the DeepSeek-V3 decode
+ * points, calls back to back, weights cold), where they differ from the
+ * rule read off the earlier runs, made without them.  x goes through the
+ * ring ("_xr"); the next kernel may launch at the start unless "after
+ * the loop" is said:
  * - fewer 16-row tiles than half the SMs but at least a quarter (N = 576):
- *   16 warps on a 2-deep ring at M <= 8, else 8 warps on a 2-deep ring,
- *   split 2; fewer tiles still keep the earlier rule's clusters (4 warps,
- *   split 8; from M = 9 8 warps on a 4-deep ring, split 2), which spread
- *   them over more SMs (no DeepSeek-V3 layer has so few);
+ *   16 warps on a 4-deep ring at M <= 8, else 4 warps of two tiles on a
+ *   2-deep ring, split 8, after the loop (4.81 us at M = 16 against 7.14
+ *   for the earlier choice); fewer tiles still keep the earlier rule's
+ *   clusters (4 warps, split 8; from M = 9 8 warps on a 4-deep ring, split
+ *   2), which spread them over more SMs (no DeepSeek-V3 layer has so few);
  * - at most one tile per SM (N <= 2112): 16 warps on a 2-deep ring;
- * - very tall weights (>= 1024 tiles): 2 warps of two tiles, except short
- *   rows (K <= 1024) from M = 9: 2 warps of four tiles (2 warps of two
- *   tiles were added and measured on 2026-11-24 under graph timing: q_b
- *   M = 1 9.99 us against 10.97 for 4 warps of four tiles, kv_b M = 1
- *   6.60 against 7.14 for 4 warps of two);
+ * - very tall weights (>= 1024 tiles), 2-deep rings: up to M = 8, 4 warps
+ *   of four tiles on rows longer than 1024 (q_b M = 1: 8.50 us against
+ *   9.46 for 2 warps of two tiles), else 2 warps of two tiles; from M = 9,
+ *   2 warps of four tiles on short rows (K <= 1024), else of two;
  * - long rows (K >= 8192): 8 warps of two tiles; from M = 9, 4 warps of
  *   four tiles, split 2;
- * - up to two tiles per SM: 4-deep rings of one tile a warp, 8 warps on
- *   short rows (K <= 1024) up to M = 8, else 4;
+ * - up to two tiles per SM: 8 warps of one tile, on a 4-deep ring up to
+ *   M = 8, else a 2-deep one;
  * - other short rows: 4 warps of one tile on a 4-deep ring;
- * - otherwise 4 warps of two tiles on a 2-deep ring. */
+ * - otherwise 8 warps of two tiles on a 2-deep ring; from M = 9, 4 warps,
+ *   after the loop (o_proj TP8: 4.18 us at M = 1 against 6.45 for 4 warps
+ *   at the start). */
 config default_config(const tgemm__shape *s, int sm_count) {
+  using tgemm_decode::kTriggerAfterLoop;
   const long long tiles16 = (s->n + 15) / 16;
   const bool wide_m = s->m > 8;
   config cfg;
   if (2 * tiles16 < sm_count) {
     if (4 * tiles16 >= sm_count) /* measured on N = 576: 36 tiles */
-      cfg = wide_m ? config{8, 1, 1, 2, 2, 1} : config{16, 1, 1, 2, 1, 1};
+      cfg = wide_m ? config{4, 2, 1, 2, 8, 1, kTriggerAfterLoop} : config{16, 1, 1, 4, 1, 1};
     else /* fewer tiles: the earlier rule's splits, not remeasured */
       cfg = wide_m ? config{8, 1, 1, 4, 2, 1} : config{4, 1, 1, 4, 8, 1};
     while (cfg.split > 1 && !config_useful(s, cfg)) cfg.split /= 2;
   } else if (tiles16 <= sm_count) {
     cfg = config{16, 1, 1, 2, 1, 1};
   } else if (tiles16 >= 1024) {
-    cfg = s->k <= 1024 && wide_m ? config{2, 4, 1, 2, 1, 1} : config{2, 2, 1, 2, 1, 1};
+    if (wide_m)
+      cfg = s->k <= 1024 ? config{2, 4, 1, 2, 1, 1} : config{2, 2, 1, 2, 1, 1};
+    else
+      cfg = s->k > 1024 ? config{4, 4, 1, 2, 1, 1} : config{2, 2, 1, 2, 1, 1};
   } else if (s->k >= 8192) {
     cfg = wide_m ? config{4, 4, 1, 2, 2, 1} : config{8, 2, 1, 2, 1, 1};
   } else if (tiles16 <= 2LL * sm_count) {
-    cfg = config{s->k <= 1024 && !wide_m ? 8 : 4, 1, 1, 4, 1, 1};
+    cfg = config{8, 1, 1, wide_m ? 2 : 4, 1, 1};
   } else if (s->k <= 1024) {
     cfg = config{4, 1, 1, 4, 1, 1};
   } else {
-    cfg = config{4, 2, 1, 2, 1, 1};
+    cfg = wide_m ? config{4, 2, 1, 2, 1, 1, kTriggerAfterLoop} : config{8, 2, 1, 2, 1, 1};
   }
   if (!config_useful(s, cfg)) cfg = config{8, 2, 1, 2, 1, 0}; /* rings too large */
   return cfg;

@@ -85,10 +85,8 @@ __device__ __forceinline__ void load_x_block(uint4 (&xv)[MT][4],
 
 /* One block per lane and row: decode v (rows g and g+8 of T tiles) with
  * scale bytes s and multiply by x (MT token groups) into the fragment-
- * ordered accumulators.  With one token group, even words go into acc and
- * odd words into acc_odd (two chains of dependent MMAs instead of one);
- * with two, the groups are already two chains, and acc_odd (left zero)
- * would only hold registers. */
+ * ordered accumulators, even words into acc and odd words into acc_odd
+ * (two chains of dependent MMAs instead of one). */
 template <int MT, int T, int R>
 __device__ __forceinline__ void block_step(float (&acc)[R], float (&acc_odd)[R],
                                            const uint4 (&v)[T][2], const unsigned (&s)[T][2],
@@ -126,7 +124,7 @@ __device__ __forceinline__ void block_step(float (&acc)[R], float (&acc_odd)[R],
 #pragma unroll
       for (int mt = 0; mt < MT; mt++) {
         float(&d)[4] =
-            *reinterpret_cast<float(*)[4]>(&((MT == 1 && (w & 1)) ? acc_odd : acc)[(t * MT + mt) * 4]);
+            *reinterpret_cast<float(*)[4]>(&((w & 1) ? acc_odd : acc)[(t * MT + mt) * 4]);
         tgemm_decode::mma_bf16(d, r[0][0], r[0][1], r[1][0], r[1][1], px[mt][0], px[mt][1]);
         tgemm_decode::mma_bf16(d, r[2][0], r[2][1], r[3][0], r[3][1], px[mt][2], px[mt][3]);
       }

@@ -13,7 +13,8 @@
 #                                         points (M = 1..16, full and TP=8) with the tuner (-v log)
 #   bash bench/device/suite.sh graphtune  device: the decode points (M = 1..16) of the skinny, library and
 #                                         w4a16 routes tuned under graph timing, the calls replayed back
-#                                         to back as a served model runs them, into $OUT/graph-decode.csv;
+#                                         to back as a served model runs them, into $OUT/graph-decode.csv
+#                                         (logs: $OUT/graphtune-logs.tgz);
 #                                         those rows replace theirs in the carried table, written to
 #                                         $OUT/h100-deepseek-v3.csv (how the shipped table's decode rows
 #                                         were made since the kernels launch as dependent launches)
@@ -114,14 +115,20 @@ route)
   done
   ;;
 graphtune)
+  # Logs and the tuner's own table (and its lock file) stay in $G; $OUT gets
+  # the tuned rows, the merged table and one archive of the logs.
+  G=/tmp/tgemm-graphtune
+  rm -rf "$G" && mkdir -p "$G"
   for route in w4a16 skinny library; do
     for tp in 1 8; do
       SECONDS=0
       "$R/tgemm" tune --graph --preset deepseek-v3 --tp $tp --m 1,2,4,8,16 --routes $route --max-seconds 0.03 -v \
-        -o "$OUT/graph-decode.csv" >"$OUT/graphtune-$route-tp$tp.log" 2>&1
-      echo "tune --graph $route tp$tp rc=$? ${SECONDS}s: $(tail -n 1 "$OUT/graphtune-$route-tp$tp.log")"
+        -o "$G/graph-decode.csv" >"$G/graphtune-$route-tp$tp.log" 2>&1
+      echo "tune --graph $route tp$tp rc=$? ${SECONDS}s: $(tail -n 1 "$G/graphtune-$route-tp$tp.log")"
     done
   done
+  cp "$G/graph-decode.csv" "$OUT/graph-decode.csv"
+  tar czf "$OUT/graphtune-logs.tgz" -C "$G" --exclude graph-decode.csv.lock .
   # Columns 6-12 (m, n, k, bias, dtypes, route) key a row; rows of other keys stay.
   awk -F, 'function key() { return $6 FS $7 FS $8 FS $9 FS $10 FS $11 FS $12 }
            NR == FNR { if (FNR > 1) new[key()] = $0; next }

@@ -23,7 +23,7 @@ typedef struct tgemm__shape {
 #define TGEMM__KERNEL_PARAMS 8
 /* The most candidates any backend lists for one route and shape (the W4A16
  * stream kernels alone list up to 4 splits of each of their 28 shapes). */
-#define TGEMM__MAX_CANDIDATES 256
+#define TGEMM__MAX_CANDIDATES 320
 typedef struct tgemm__kernel {
   tgemm_route route;
   char name[TGEMM__KERNEL_NAME_MAX];

@@ -11,8 +11,9 @@
 #   bash bench/device/suite.sh route R    device: for route(s) R (comma list): test_cuda_kernels on R only,
 #                                         its memcheck, then every candidate of R timed on the decode
 #                                         points (M = 1..16, full and TP=8) with the tuner (-v log)
-#   bash bench/device/suite.sh graphtune  device: the decode points (M = 1..16) of the skinny, library and
-#                                         w4a16 routes tuned under graph timing, the calls replayed back
+#   bash bench/device/suite.sh graphtune [R]  device: the decode points (M = 1..16) of the w4a16, skinny
+#                                         and library routes (or of the space-separated routes R) tuned
+#                                         under graph timing, the calls replayed back
 #                                         to back as a served model runs them, into $OUT/graph-decode.csv
 #                                         (logs: $OUT/graphtune-logs.tgz);
 #                                         those rows replace theirs in the carried table, written to
@@ -119,7 +120,7 @@ graphtune)
   # the tuned rows, the merged table and one archive of the logs.
   G=/tmp/tgemm-graphtune
   rm -rf "$G" && mkdir -p "$G"
-  for route in w4a16 skinny library; do
+  for route in ${2:-w4a16 skinny library}; do
     for tp in 1 8; do
       SECONDS=0
       "$R/tgemm" tune --graph --preset deepseek-v3 --tp $tp --m 1,2,4,8,16 --routes $route --max-seconds 0.03 -v \

@@ -456,9 +456,10 @@ bool config_useful(const tgemm__shape *s, config cfg) {
  * - up to two tiles per SM: 8 warps of one tile, on a 4-deep ring up to
  *   M = 8, else a 2-deep one;
  * - other short rows: 4 warps of one tile on a 4-deep ring;
- * - otherwise 8 warps of two tiles on a 2-deep ring; from M = 9, 4 warps,
- *   after the loop (o_proj TP8: 4.18 us at M = 1 against 6.45 for 4 warps
- *   at the start). */
+ * - otherwise 8 warps of two tiles on a 2-deep ring (o_proj TP8: 4.18 us
+ *   at M = 1 against 6.45 for 4 warps at the start); from M = 9, 4 warps of
+ *   one tile (o_proj TP8 M = 16: 6.12 us against 6.48 for 4 warps of two
+ *   tiles after the loop, the pick before one-tile 4-warp kernels existed). */
 config default_config(const tgemm__shape *s, int sm_count) {
   using tgemm_decode::kTriggerAfterLoop;
   const long long tiles16 = (s->n + 15) / 16;
@@ -484,7 +485,7 @@ config default_config(const tgemm__shape *s, int sm_count) {
   } else if (s->k <= 1024) {
     cfg = config{4, 1, 1, 4, 1, 1};
   } else {
-    cfg = wide_m ? config{4, 2, 1, 2, 1, 1, kTriggerAfterLoop} : config{8, 2, 1, 2, 1, 1};
+    cfg = wide_m ? config{4, 1, 1, 2, 1, 1} : config{8, 2, 1, 2, 1, 1};
   }
   if (!config_useful(s, cfg)) cfg = config{8, 2, 1, 2, 1, 0}; /* rings too large */
   return cfg;

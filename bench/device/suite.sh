@@ -5,6 +5,7 @@
 #                                         build-suite-carry/ (carry that path)
 #   bash bench/device/suite.sh tests      device: every test program (GPU tests run for real),
 #                                         then compute-sanitizer memcheck over the GPU tests
+#                                         (logs: $OUT/tests-logs.tgz)
 #   bash bench/device/suite.sh flush      device: the decode points (M = 1, 16) of every route
 #                                         with the cache flushed clean, dirty and not at all
 #   bash bench/device/suite.sh tune       device: tune the DeepSeek-V3 preset into $OUT/h100-deepseek-v3.csv
@@ -26,8 +27,12 @@
 #                                         points (M = 1..16) with calls replayed back to back from a
 #                                         CUDA graph (`bench --graph`): every route with the table at
 #                                         budget 0.2, BF16-only routing, and readprobe
+#   bash bench/device/suite.sh table      device: `graph`, then the same two benches flushed, all
+#                                         logs in $OUT/table.tgz (how the current BENCHMARKS.md
+#                                         table was made)
 # Logs and tables land in $OUT.
 set -uo pipefail
+SELF=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
 cd "$(dirname "$0")/../.."
 P=build-suite-carry
 if [ "${1:-}" = "--pack" ]; then
@@ -78,6 +83,8 @@ tests)
   done
   echo "failing:$failed"
   echo "$pass passed, $fail failed, $skip skipped"
+  # The device returns at most 8 files: the logs come back as one archive.
+  (cd "$OUT" && tar czf tests-logs.tgz test_*.log memcheck_*.log && rm -f test_*.log memcheck_*.log)
   ;;
 flush)
   for mode in clean dirty none; do
@@ -185,5 +192,23 @@ graph)
   [ -x "$P/readprobe" ] && "$P/readprobe" >"$OUT/readprobe.txt" 2>&1
   grep -A12 '^summary' "$OUT/bench_graph.txt"
   grep -A12 '^summary' "$OUT/bench_graph_bf16_auto.txt"
+  ;;
+table)
+  # What a BENCHMARKS.md table is made from: `graph` above, then the same two
+  # benches flushed (a clean flush before every timed call), one archive back.
+  T=/tmp/tgemm-table
+  rm -rf "$T" && mkdir -p "$T"
+  OUT=$T bash "$SELF" graph
+  SECONDS=0
+  TGEMM_CONFIG="$P/h100-deepseek-v3.csv" "$R/tgemm" bench --m 1,2,4,8,16 --error-budget 0.2 \
+    --csv "$T/bench_tuned.csv" >"$T/bench_tuned.txt" 2>&1
+  echo "bench flushed rc=$? ${SECONDS}s"
+  SECONDS=0
+  TGEMM_CONFIG="$P/h100-deepseek-v3.csv" "$R/tgemm" bench --m 1,2,4,8,16 --routes library,auto \
+    --error-budget 0 --csv "$T/bench_bf16_auto.csv" >"$T/bench_bf16_auto.txt" 2>&1
+  echo "bench flushed BF16-only routing rc=$? ${SECONDS}s"
+  grep -A12 '^summary' "$T/bench_tuned.txt"
+  grep -A12 '^summary' "$T/bench_bf16_auto.txt"
+  tar czf "$OUT/table.tgz" -C "$T" .
   ;;
 esac

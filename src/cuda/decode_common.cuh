@@ -180,29 +180,24 @@ __device__ __forceinline__ void store_one(const epilogue &ep, int row0, int e, f
 
 /* Sums the R accumulators of every warp of the block, then (split > 1) of
  * every block of the cluster through distributed shared memory, and writes
- * y.  The block holds P groups of WARPS / P warps; group i's warps hold
- * the tiles after those of group i-1, from row0 on.  red: shared memory of
- * WARPS * R * 32 floats (elements that land outside y are neither stored
- * nor summed).  Fixed summation order: the result does not depend on
- * timing. */
-template <int WARPS, int R, int MT, int P = 1>
+ * y.  red: shared memory of WARPS * R * 32 floats (elements that land
+ * outside y are neither stored nor summed).  Fixed summation order: the
+ * result does not depend on timing. */
+template <int WARPS, int R, int MT>
 __device__ __forceinline__ void reduce_and_store(const float (&acc)[R], float *red, int split,
                                                  int row0, const epilogue &ep) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  constexpr int KW = WARPS / P, E = P * R * 32;
-  const int group = warp / KW, kslot = warp % KW;
+  constexpr int E = R * 32;
 #pragma unroll
-  for (int r = 0; r < R; r++) {
-    const int e = (group * R + r) * 32 + lane; /* the block's element */
-    if (element_used<MT>(ep, row0, e)) red[kslot * E + e] = acc[r];
-  }
+  for (int r = 0; r < R; r++)
+    if (element_used<MT>(ep, row0, r * 32 + lane)) red[(warp * R + r) * 32 + lane] = acc[r];
   __syncthreads();
   if (split == 1) {
     for (int e = threadIdx.x; e < E; e += WARPS * 32) {
       if (!element_used<MT>(ep, row0, e)) continue;
       float s = red[e];
 #pragma unroll
-      for (int w = 1; w < KW; w++) s += red[w * E + e];
+      for (int w = 1; w < WARPS; w++) s += red[w * E + e];
       store_one<MT>(ep, row0, e, s);
     }
     return;
@@ -211,7 +206,7 @@ __device__ __forceinline__ void reduce_and_store(const float (&acc)[R], float *r
     if (!element_used<MT>(ep, row0, e)) continue;
     float s = red[e];
 #pragma unroll
-    for (int w = 1; w < KW; w++) s += red[w * E + e];
+    for (int w = 1; w < WARPS; w++) s += red[w * E + e];
     red[e] = s;
   }
   namespace cg = cooperative_groups;
@@ -266,18 +261,14 @@ struct x_ring_copy {
       for (int mt = 0; mt < MT; mt++) keep(src[mt][i]), keep(bytes[mt][i]);
     }
   }
-  /* Copies one batch into a stage: the token groups mt whose bit is set in
-   * `groups`; xin points at token 0 of the batch plus this lane's piece
-   * (8 * (lane % XCH) elements). */
-  __device__ __forceinline__ void issue(uint4 *stage, const unsigned short *xin,
-                                        unsigned groups = ~0u) const {
+  /* Copies one batch into a stage; xin points at token 0 of the batch plus
+   * this lane's piece (8 * (lane % XCH) elements). */
+  __device__ __forceinline__ void issue(uint4 *stage, const unsigned short *xin) const {
 #pragma unroll
-    for (int mt = 0; mt < MT; mt++) {
-      if (!(groups >> mt & 1u)) continue;
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
       for (int i = 0; i < XCH / 4; i++)
         cp_async16_fill(stage + mt * 8 * XCH + dst[i], xin + src[mt][i], bytes[mt][i]);
-    }
   }
 };
 
@@ -298,9 +289,7 @@ enum trigger { kTriggerAtStart = 0, kTriggerAfterLoop = 1 };
 
 /* One decode kernel: warps per block, 16-row tiles per warp, k steps per
  * batch, cp.async ring depth (0: register double buffer), cluster split
- * of K, x through the ring (0: no, 1: a ring per warp, 2: per pair of
- * warps on different tiles, W4A16 only), and where the next kernel may
- * launch. */
+ * of K, x through the ring, and where the next kernel may launch. */
 struct config {
   int warps, tiles, unroll, stages, split, x_ring;
   int trigger; /* enum trigger */
@@ -310,8 +299,7 @@ struct config {
 constexpr int kSplits[] = {1, 2, 4, 8};
 
 /* A kernel's name, "<prefix>_w<warps>_t<tiles>_u<unroll>_p<stages>_s<split>"
- * plus "_xr" with x in the ring ("_xs" shared by a pair of warps) and "_tl"
- * with the trigger after the loop,
+ * plus "_xr" with x in the ring and "_tl" with the trigger after the loop,
  * and its params[0..6] = warps, tiles, unroll, split, stages, x_ring,
  * trigger (tables written before the trigger existed hold 0 there: the
  * start, as those kernels had). */
@@ -320,8 +308,7 @@ static inline void fill_kernel(tgemm__kernel *out, tgemm_route route, const char
   memset(out, 0, sizeof *out);
   out->route = route;
   snprintf(out->name, sizeof out->name, "%s_w%d_t%d_u%d_p%d_s%d%s%s", prefix, cfg.warps,
-           cfg.tiles, cfg.unroll, cfg.stages, cfg.split,
-           cfg.x_ring == 2 ? "_xs" : cfg.x_ring ? "_xr" : "",
+           cfg.tiles, cfg.unroll, cfg.stages, cfg.split, cfg.x_ring ? "_xr" : "",
            cfg.trigger == kTriggerAfterLoop ? "_tl" : "");
   out->params[0] = cfg.warps;
   out->params[1] = cfg.tiles;

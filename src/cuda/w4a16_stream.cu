@@ -67,26 +67,19 @@ __device__ __forceinline__ uint4 load16_bytes(const unsigned char *p) {
  * per batch; ST: 0 = register double buffer (only the unaligned fallback
  * uses it), >= 2 = per-warp cp.async ring of ST batches in shared memory
  * (weights 16 bytes per lane, scales 4 bytes per quad); VEC: 16-byte loads
- * or element loads.  XR: 1 = the ring also carries the batch's x, so that
- * x arrives ST-1 batches ahead instead of being read from L2 right before
- * its MMAs (at M = 16 the warps stalled mostly on those reads); 2 = as 1,
- * but the block holds two groups of T tiles, and warp w of the first group
- * and warp w of the second stream the same batches and share one x ring,
- * each copying half of it: half the x bytes per weight byte, which at
- * M = 16 are most of what an SM reads. */
-template <int MT, int WARPS, int T, int U, int ST, bool VEC, int XR>
+ * or element loads.  XR: the ring also carries the batch's x, so that x
+ * arrives ST-1 batches ahead instead of being read from L2 right before
+ * its MMAs (at M = 16 the warps stalled mostly on those reads). */
+template <int MT, int WARPS, int T, int U, int ST, bool VEC, bool XR>
 __global__ void __launch_bounds__(WARPS * 32)
     w4a16_stream_kernel(const __grid_constant__ w4_args a) {
   static_assert(ST == 0 || (VEC && ST >= 2), "the ring needs aligned copies");
   static_assert(!XR || (ST > 0 && U <= 2), "x in the ring: ring kernels, U <= 2");
-  constexpr int P = XR == 2 ? 2 : 1; /* tile groups sharing an x ring */
-  constexpr int KW = WARPS / P;      /* warps per tile group */
-  static_assert(WARPS % P == 0 && (P == 1 || KW <= 15), "x-sharing pairs need a named barrier each");
   constexpr int BU = 4 * U; /* blocks per row per batch */
   constexpr int R = T * MT * 4;
   constexpr int SLOTS = T * U * 2; /* 16-byte weight loads per lane per batch */
   constexpr int XCH = 16 * U;                    /* 16-byte x pieces per token per batch */
-  constexpr int XSTAGE = XR ? MT * 8 * XCH : 0;  /* x pieces per x ring per stage */
+  constexpr int XSTAGE = XR ? MT * 8 * XCH : 0;  /* x pieces per warp per ring stage */
   extern __shared__ uint4 smem[];
   W4_PHASE(0);
   if (a.trigger == tgemm_decode::kTriggerAtStart) tgemm_decode::allow_next_launch();
@@ -94,11 +87,9 @@ __global__ void __launch_bounds__(WARPS * 32)
   const int g = lane >> 2, c = lane & 3;
   const int split = a.split;
   const int rank = (int)(blockIdx.x % (unsigned)split);
-  const int group = warp / KW, kslot = warp % KW; /* tile group, place in it */
-  const int block_row0 = (int)(blockIdx.x / (unsigned)split) * 16 * T * P;
-  const int row0 = block_row0 + group * 16 * T;
-  const int workers = split * KW;
-  const int worker = rank * KW + kslot;
+  const int row0 = (int)(blockIdx.x / (unsigned)split) * 16 * T;
+  const int workers = split * WARPS;
+  const int worker = rank * WARPS + warp;
   const int n = a.ep.n, m = a.ep.m;
   const long long k = a.k;
 
@@ -228,11 +219,11 @@ __global__ void __launch_bounds__(WARPS * 32)
     for (int mt = 0; mt < MT; mt++) xc[mt] = xp[mt] + (long long)worker * BU * 32;
     const long long q_step = (long long)workers * BU * 16, s_step = (long long)workers * BU;
     const long long x_step = (long long)workers * BU * 32;
-    /* XR: the x ring of the warp (of its pair, XR = 2) after the weight and
-     * scale rings.  Piece p of token r is stored at p ^ ((r & 1) | ((p >> 3
-     * & 1) << 1)): the 8 lanes of a quarter warp (tokens g, g+1, pieces
-     * 4c + w) then read 8 different bank groups. */
-    int xring_at = (int)(((size_t)WARPS * ST * SLOTS * 34 + (size_t)kslot * ST * XSTAGE) * 16);
+    /* XR: the warp's x ring after the weight and scale rings.  Piece p of
+     * token r is stored at p ^ ((r & 1) | ((p >> 3 & 1) << 1)): the 8 lanes
+     * of a quarter warp (tokens g, g+1, pieces 4c + w) then read 8
+     * different bank groups. */
+    int xring_at = (int)(((size_t)WARPS * ST * SLOTS * 34 + (size_t)warp * ST * XSTAGE) * 16);
     const unsigned short *xin = a.x + (long long)worker * BU * 32 + 8 * (lane % XCH);
     tgemm_decode::x_ring_copy<MT, XR ? XCH : 16> xcopy;
     if constexpr (XR)
@@ -264,15 +255,9 @@ __global__ void __launch_bounds__(WARPS * 32)
     /* ... and its x (XR). */
     auto issue_x = [&](int stage) {
       if constexpr (XR) {
-        /* XR = 2: token group mt is copied by the warp of tile group mt % 2. */
-        xcopy.issue(reinterpret_cast<uint4 *>(sm + xring_at) + stage * XSTAGE, xin,
-                    P == 1 ? ~0u : (group == 0 ? 0x5u : 0xAu));
+        xcopy.issue(reinterpret_cast<uint4 *>(sm + xring_at) + stage * XSTAGE, xin);
         xin += x_step;
       }
-    };
-    /* XR = 2: the two warps of a pair meet at named barrier 1 + kslot. */
-    auto pair_sync = [&]() {
-      if constexpr (P == 2) asm volatile("bar.sync %0, 64;" ::"r"(1 + kslot) : "memory");
     };
     /* The first stages' weights are requested before x may be read (the
      * kernel before may still be writing it), so the first copy group
@@ -289,8 +274,6 @@ __global__ void __launch_bounds__(WARPS * 32)
     tail();
     /* Batch i, which sits in ring stage `stage` (= i % ST). */
     auto consume = [&](int i, int stage) {
-      /* XR = 2: the stage refilled here was read in batch i-1 by both warps. */
-      pair_sync();
       if (i + ST - 1 < mine) issue_w((stage + ST - 1) % ST), issue_x((stage + ST - 1) % ST);
       tgemm_decode::cp_async_commit();
       uint4 xv[U][MT][4];
@@ -302,7 +285,6 @@ __global__ void __launch_bounds__(WARPS * 32)
       }
       tgemm_decode::cp_async_wait<ST - 1>();
       __syncwarp(); /* scales (and x) were copied by other lanes */
-      pair_sync();  /* ... and, XR = 2, half of x by the other warp */
       const uint4 *rs = reinterpret_cast<const uint4 *>(sm + ring_at) + stage * SLOTS * 32;
       const unsigned char *ss = sm + sread_at + stage * SLOTS * 8 * 4;
       if constexpr (XR) {
@@ -390,8 +372,8 @@ __global__ void __launch_bounds__(WARPS * 32)
   if (a.trigger == tgemm_decode::kTriggerAfterLoop) tgemm_decode::allow_next_launch();
   if constexpr (ST > 0) __syncthreads(); /* the rings become the reduction buffer */
   W4_PHASE(3);
-  tgemm_decode::reduce_and_store<WARPS, R, MT, P>(acc, reinterpret_cast<float *>(smem), split,
-                                                  block_row0, a.ep);
+  tgemm_decode::reduce_and_store<WARPS, R, MT>(acc, reinterpret_cast<float *>(smem), split, row0,
+                                               a.ep);
   W4_PHASE(4);
 }
 
@@ -399,8 +381,7 @@ typedef void (*kernel_fn)(w4_args);
 
 using tgemm_decode::config;
 
-/* The instantiated kernels {warps, tiles, unroll, stages, x in the ring
- * (2: shared by pairs of warps)};
+/* The instantiated kernels {warps, tiles, unroll, stages, x in the ring};
  * each is offered with every useful split that fits in shared memory. */
 #define TGEMM_W4S_CONFIGS(X)                                                                  \
   X(8, 1, 1, 4, 0) X(8, 1, 2, 4, 0) X(8, 2, 1, 4, 0) X(8, 1, 1, 8, 0) X(4, 1, 1, 4, 0)         \
@@ -409,8 +390,7 @@ using tgemm_decode::config;
   X(8, 4, 1, 2, 0) X(4, 4, 1, 2, 0) X(8, 2, 1, 2, 1) X(4, 2, 1, 2, 1) X(4, 4, 1, 2, 1)         \
   X(8, 1, 1, 2, 1) X(4, 1, 1, 4, 1) X(8, 1, 1, 4, 1) X(16, 1, 1, 2, 1) X(16, 1, 1, 4, 1)         \
   X(2, 4, 1, 2, 1) X(1, 4, 1, 2, 1) X(2, 2, 1, 2, 1) X(4, 1, 1, 2, 1) X(2, 1, 1, 2, 1)         \
-  X(1, 1, 1, 2, 1) X(16, 1, 1, 2, 2) X(16, 1, 1, 4, 2) X(8, 1, 1, 2, 2) X(8, 1, 1, 4, 2)         \
-  X(4, 1, 1, 2, 2)
+  X(1, 1, 1, 2, 1)
 
 #define TGEMM_W4S_ROW(W, T, U, ST, XR) {W, T, U, ST, XR},
 const int kConfigs[][5] = {TGEMM_W4S_CONFIGS(TGEMM_W4S_ROW)};
@@ -434,27 +414,23 @@ kernel_fn find_safe_kernel(int mt) {
                  : w4a16_stream_kernel<2, 4, 1, 1, 0, false, false>;
 }
 
-/* Warps per x ring and per tile group: two with shared x rings ("_xs"). */
-int x_sharers(config cfg) { return cfg.x_ring == 2 ? 2 : 1; }
-
 /* Dynamic shared memory: weight, scale (and x) rings, or the reduction
  * buffer. */
 size_t smem_bytes(config cfg, int mt) {
   size_t slots = (size_t)cfg.warps * cfg.stages * cfg.tiles * cfg.unroll * 2;
   size_t ring = slots * 32 * 16 + slots * 8 * 4;
-  if (cfg.x_ring)
-    ring += (size_t)(cfg.warps / x_sharers(cfg)) * cfg.stages * mt * 8 * 16 * cfg.unroll * 16;
+  if (cfg.x_ring) ring += (size_t)cfg.warps * cfg.stages * mt * 8 * 16 * cfg.unroll * 16;
   size_t red = (size_t)cfg.warps * cfg.tiles * mt * 4 * 32 * 4;
   return ring > red ? ring : red;
 }
 
-/* Each worker (warp of a tile group of the cluster) must get at least one
- * batch, and the rings must fit. */
+/* Each worker (warp of the cluster) must get at least one batch, and the
+ * rings must fit. */
 bool config_useful(const tgemm__shape *s, config cfg) {
   long long blocks = (s->k + 31) / 32;
   long long batches = (blocks + 4LL * cfg.unroll - 1) / (4LL * cfg.unroll);
   if (smem_bytes(cfg, s->m > 8 ? 2 : 1) > tgemm_decode::kMaxSmem) return false;
-  return cfg.split == 1 || batches >= (long long)cfg.split * (cfg.warps / x_sharers(cfg));
+  return cfg.split == 1 || batches >= (long long)cfg.split * cfg.warps;
 }
 
 /* The built-in choice (candidates[0]).  The picks of the graph-timed tuner
@@ -569,7 +545,6 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
   a.split = cfg.split;
   a.trigger = cfg.trigger;
   a.ep = tgemm_decode::epilogue_of(args);
-  const long long rows = 16LL * cfg.tiles * x_sharers(cfg); /* per cluster */
-  const long long groups = (args->n + rows - 1) / rows;
+  const long long groups = (args->n + 16LL * cfg.tiles - 1) / (16LL * cfg.tiles);
   return tgemm_decode::launch(fn, a, groups, cfg.split, cfg.warps, smem, args->stream);
 }

@@ -2,7 +2,8 @@
 # The GPU suite on the device machine, built here to save device time.
 #   bash bench/device/suite.sh --pack     here: build with -DTGEMM_CUDA=ON and pack the tgemm CLI,
 #                                         every test program and the OpenBLAS runtime into
-#                                         build-suite-carry/ (carry that path)
+#                                         build-suite-carry/ (carry that path), with the shipped
+#                                         table as build-suite-carry/h100-deepseek-v3.csv
 #   bash bench/device/suite.sh tests      device: every test program (GPU tests run for real),
 #                                         then compute-sanitizer memcheck over the GPU tests
 #                                         (logs: $OUT/tests-logs.tgz)
@@ -48,6 +49,7 @@ if [ "${1:-}" = "--pack" ]; then
   # -9: a 64 MB dictionary, so the kernels every binary links are stored once
   XZ_OPT=-9 tar cJf "$P/pack.tar.xz" -C "$S" . && rm -rf "$S"
   git rev-parse HEAD >"$P/commit"
+  cp configs/h100/deepseek-v3.csv "$P/h100-deepseek-v3.csv"
   ls -la "$P"
   exit 0
 fi

@@ -3,7 +3,8 @@
 #   bash bench/device/suite.sh --pack     here: build with -DTGEMM_CUDA=ON and pack the tgemm CLI,
 #                                         every test program and the OpenBLAS runtime into
 #                                         build-suite-carry/ (carry that path), with the shipped
-#                                         table as build-suite-carry/h100-deepseek-v3.csv
+#                                         table as build-suite-carry/h100-deepseek-v3.csv (replacing
+#                                         any table there: pack before copying a new one in)
 #   bash bench/device/suite.sh tests      device: every test program (GPU tests run for real),
 #                                         then compute-sanitizer memcheck over the GPU tests
 #                                         (logs: $OUT/tests-logs.tgz)

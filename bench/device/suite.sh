@@ -61,6 +61,15 @@ R=/tmp/tgemm-suite
 rm -rf "$R" && mkdir -p "$R" && tar xJf "$P/pack.tar.xz" -C "$R" || exit 1
 export LD_LIBRARY_PATH="$R/lib:${LD_LIBRARY_PATH:-}" TGEMM_CLI="$R/tgemm"
 echo "commit $(cat $P/commit)"
+
+# `tgemm bench ARGS...` routed with the carried table, into DIR/NAME.csv and DIR/NAME.txt.
+routed_bench() {
+  local dir=$1 name=$2
+  shift 2
+  SECONDS=0
+  TGEMM_CONFIG="$P/h100-deepseek-v3.csv" "$R/tgemm" bench "$@" --csv "$dir/$name.csv" >"$dir/$name.txt" 2>&1
+  echo "bench $name rc=$? ${SECONDS}s"
+}
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
 
 case "${1:-tests}" in
@@ -154,20 +163,11 @@ bench)
   SECONDS=0
   TGEMM_TUNED=0 "$R/tgemm" bench --csv "$OUT/bench_untuned.csv" >"$OUT/bench_untuned.txt" 2>&1
   echo "bench untuned rc=$? ${SECONDS}s"
-  SECONDS=0
-  TGEMM_CONFIG="$P/h100-deepseek-v3.csv" "$R/tgemm" bench --error-budget 0.2 --csv "$OUT/bench_tuned.csv" \
-    >"$OUT/bench_tuned.txt" 2>&1
-  echo "bench tuned rc=$? ${SECONDS}s"
+  routed_bench "$OUT" bench_tuned --error-budget 0.2
   # Decode back to back: no flush, weights cold by rotation (DESIGN.md section 6 allows either).
-  SECONDS=0
-  TGEMM_CONFIG="$P/h100-deepseek-v3.csv" "$R/tgemm" bench --flush none --m 1,2,4,8,16 --error-budget 0.2 \
-    --csv "$OUT/bench_b2b.csv" >"$OUT/bench_b2b.txt" 2>&1
-  echo "bench back-to-back rc=$? ${SECONDS}s"
+  routed_bench "$OUT" bench_b2b --flush none --m 1,2,4,8,16 --error-budget 0.2
   # BF16-only routing (no quantized route allowed) against the default.
-  SECONDS=0
-  TGEMM_CONFIG="$P/h100-deepseek-v3.csv" "$R/tgemm" bench --m 1,2,4,8,16 --routes library,auto \
-    --error-budget 0 --csv "$OUT/bench_bf16_auto.csv" >"$OUT/bench_bf16_auto.txt" 2>&1
-  echo "bench BF16-only routing rc=$? ${SECONDS}s"
+  routed_bench "$OUT" bench_bf16_auto --m 1,2,4,8,16 --routes library,auto --error-budget 0
   [ -x "$P/readprobe" ] && "$P/readprobe" >"$OUT/readprobe.txt" 2>&1
   grep -A12 '^summary' "$OUT/bench_untuned.txt"
   grep -A12 '^summary' "$OUT/bench_tuned.txt"
@@ -184,14 +184,8 @@ graph)
   TGEMM_TEST_QUICK=1 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 \
     "$R/test_cuda_backend" >"$OUT/memcheck_test_cuda_backend.log" 2>&1
   echo "memcheck test_cuda_backend rc=$? ${SECONDS}s: $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_test_cuda_backend.log" | tail -n 1)"
-  SECONDS=0
-  TGEMM_CONFIG="$P/h100-deepseek-v3.csv" "$R/tgemm" bench --graph --m 1,2,4,8,16 --error-budget 0.2 \
-    --csv "$OUT/bench_graph.csv" >"$OUT/bench_graph.txt" 2>&1
-  echo "bench graph rc=$? ${SECONDS}s"
-  SECONDS=0
-  TGEMM_CONFIG="$P/h100-deepseek-v3.csv" "$R/tgemm" bench --graph --m 1,2,4,8,16 --routes library,auto \
-    --error-budget 0 --csv "$OUT/bench_graph_bf16_auto.csv" >"$OUT/bench_graph_bf16_auto.txt" 2>&1
-  echo "bench graph BF16-only routing rc=$? ${SECONDS}s"
+  routed_bench "$OUT" bench_graph --graph --m 1,2,4,8,16 --error-budget 0.2
+  routed_bench "$OUT" bench_graph_bf16_auto --graph --m 1,2,4,8,16 --routes library,auto --error-budget 0
   [ -x "$P/readprobe" ] && "$P/readprobe" >"$OUT/readprobe.txt" 2>&1
   grep -A12 '^summary' "$OUT/bench_graph.txt"
   grep -A12 '^summary' "$OUT/bench_graph_bf16_auto.txt"
@@ -202,14 +196,8 @@ table)
   T=/tmp/tgemm-table
   rm -rf "$T" && mkdir -p "$T"
   OUT=$T bash "$SELF" graph
-  SECONDS=0
-  TGEMM_CONFIG="$P/h100-deepseek-v3.csv" "$R/tgemm" bench --m 1,2,4,8,16 --error-budget 0.2 \
-    --csv "$T/bench_tuned.csv" >"$T/bench_tuned.txt" 2>&1
-  echo "bench flushed rc=$? ${SECONDS}s"
-  SECONDS=0
-  TGEMM_CONFIG="$P/h100-deepseek-v3.csv" "$R/tgemm" bench --m 1,2,4,8,16 --routes library,auto \
-    --error-budget 0 --csv "$T/bench_bf16_auto.csv" >"$T/bench_bf16_auto.txt" 2>&1
-  echo "bench flushed BF16-only routing rc=$? ${SECONDS}s"
+  routed_bench "$T" bench_tuned --m 1,2,4,8,16 --error-budget 0.2
+  routed_bench "$T" bench_bf16_auto --m 1,2,4,8,16 --routes library,auto --error-budget 0
   grep -A12 '^summary' "$T/bench_tuned.txt"
   grep -A12 '^summary' "$T/bench_bf16_auto.txt"
   tar czf "$OUT/table.tgz" -C "$T" .

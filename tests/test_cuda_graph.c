@@ -88,6 +88,18 @@ static void issue_chain(tgemm_weight *sq, tgemm_route route, const char *kernel,
   }
 }
 
+/* ref[m, n] = x[m, k] · w[n, k]ᵀ in double, from bf16 operands. */
+static void host_product(const uint16_t *x, const uint16_t *w, int64_t m, int64_t n, int64_t k,
+                         double *ref) {
+  for (int64_t i = 0; i < m; i++)
+    for (int64_t j = 0; j < n; j++) {
+      double acc = 0;
+      for (int64_t q = 0; q < k; q++)
+        acc += (double)tgemm_bf16_to_f32(x[i * k + q]) * tgemm_bf16_to_f32(w[j * k + q]);
+      ref[i * n + j] = acc;
+    }
+}
+
 /* Poisons links 1.. of the chain. */
 static void poison_chain(void *const *buf, const void *poison, size_t bytes) {
   for (int i = 1; i <= CHAIN_LINKS; i++)
@@ -166,13 +178,7 @@ static void test_chains(void) {
       CHECK_OK(tgemm_memcpy(ctx, want + (size_t)(i - 1) * bytes, buf[i], bytes,
                             TGEMM_COPY_DEVICE_TO_HOST));
       double *r = malloc(sizeof(double) * (size_t)(m * n));
-      for (int64_t t = 0; t < m; t++)
-        for (int64_t j = 0; j < n; j++) {
-          double acc = 0;
-          for (int64_t q = 0; q < n; q++)
-            acc += (double)tgemm_bf16_to_f32(in[t * n + q]) * tgemm_bf16_to_f32(w_host[j * n + q]);
-          r[t * n + j] = acc;
-        }
+      host_product(in, w_host, m, n, n, r);
       double err = test_rel_error(want + (size_t)(i - 1) * bytes, TGEMM_BF16, m, n, n, r);
       CHECK(err <= tol, "%s: link %d rel error %.3g > %.0e", label, i, err, tol);
       free(r);
@@ -260,13 +266,7 @@ int main(void) {
   /* Dense double reference for both M (MXFP4 routes are checked loosely
    * here: their exactness is test_cuda_kernels' job). */
   double *ref = malloc(sizeof(double) * (size_t)(m_big * n));
-  for (int64_t i = 0; i < m_big; i++)
-    for (int64_t j = 0; j < n; j++) {
-      double acc = 0;
-      for (int64_t q = 0; q < k; q++)
-        acc += (double)tgemm_bf16_to_f32(x_host[i * k + q]) * tgemm_bf16_to_f32(w_host[j * k + q]);
-      ref[i * n + j] = acc;
-    }
+  host_product(x_host, w_host, m_big, n, k, ref);
 
   call calls[MAX_CALLS] = {
       {"library M=8", TGEMM_ROUTE_LIBRARY, m_small, TGEMM_BF16, true, 0, 0, 0, 0, 1e-2},

@@ -180,60 +180,48 @@ __device__ __forceinline__ void store_one(const epilogue &ep, int row0, int e, f
 
 /* Sums the R accumulators of every warp of the block, then (split > 1) of
  * every block of the cluster through distributed shared memory, and writes
- * y.  With G > 1 the block's warps form G groups of WARPS / G consecutive
- * warps, group i holding rows row0 + i * group_rows on (no cluster split
- * then), and each group's warps are summed.  red: shared memory of
- * WARPS * R * 32 floats (elements that land outside y are neither stored
- * nor summed).  Fixed summation order: the result does not depend on
- * timing. */
-template <int WARPS, int R, int MT, int G = 1>
+ * y.  red: shared memory of WARPS * R * 32 floats (elements that land
+ * outside y are neither stored nor summed).  Fixed summation order: the
+ * result does not depend on timing. */
+template <int WARPS, int R, int MT>
 __device__ __forceinline__ void reduce_and_store(const float (&acc)[R], float *red, int split,
-                                                 int row0, const epilogue &ep,
-                                                 int group_rows = 0) {
-  static_assert(WARPS % G == 0, "whole groups of warps");
-  constexpr int WG = WARPS / G;
+                                                 int row0, const epilogue &ep) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   constexpr int E = R * 32;
-  const int my_row0 = row0 + (warp / WG) * group_rows;
 #pragma unroll
   for (int r = 0; r < R; r++)
-    if (element_used<MT>(ep, my_row0, r * 32 + lane)) red[(warp * R + r) * 32 + lane] = acc[r];
+    if (element_used<MT>(ep, row0, r * 32 + lane)) red[(warp * R + r) * 32 + lane] = acc[r];
   __syncthreads();
-  if (G > 1 || split == 1) {
-    for (int ge = threadIdx.x; ge < G * E; ge += WARPS * 32) {
-      const int gi = ge / E, e = ge - gi * E;
-      const int grow0 = row0 + gi * group_rows;
-      if (!element_used<MT>(ep, grow0, e)) continue;
-      const float *gred = red + gi * WG * E;
-      float s = gred[e];
-#pragma unroll
-      for (int w = 1; w < WG; w++) s += gred[w * E + e];
-      store_one<MT>(ep, grow0, e, s);
-    }
-    return;
-  }
-  if constexpr (G == 1) {
+  if (split == 1) {
     for (int e = threadIdx.x; e < E; e += WARPS * 32) {
       if (!element_used<MT>(ep, row0, e)) continue;
       float s = red[e];
 #pragma unroll
       for (int w = 1; w < WARPS; w++) s += red[w * E + e];
-      red[e] = s;
-    }
-    namespace cg = cooperative_groups;
-    cg::cluster_group cluster = cg::this_cluster();
-    cluster.sync(); /* every block's partial sums are in its shared memory */
-    const int rank = (int)cluster.block_rank();
-    const int per = (E + split - 1) / split;
-    const int lo = rank * per, hi = min(E, lo + per);
-    for (int e = lo + (int)threadIdx.x; e < hi; e += WARPS * 32) {
-      if (!element_used<MT>(ep, row0, e)) continue;
-      float s = 0.0f;
-      for (int b = 0; b < split; b++) s += cluster.map_shared_rank(red, b)[e];
       store_one<MT>(ep, row0, e, s);
     }
-    cluster.sync(); /* keep this block's shared memory alive for the others */
+    return;
   }
+  for (int e = threadIdx.x; e < E; e += WARPS * 32) {
+    if (!element_used<MT>(ep, row0, e)) continue;
+    float s = red[e];
+#pragma unroll
+    for (int w = 1; w < WARPS; w++) s += red[w * E + e];
+    red[e] = s;
+  }
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync(); /* every block's partial sums are in its shared memory */
+  const int rank = (int)cluster.block_rank();
+  const int per = (E + split - 1) / split;
+  const int lo = rank * per, hi = min(E, lo + per);
+  for (int e = lo + (int)threadIdx.x; e < hi; e += WARPS * 32) {
+    if (!element_used<MT>(ep, row0, e)) continue;
+    float s = 0.0f;
+    for (int b = 0; b < split; b++) s += cluster.map_shared_rank(red, b)[e];
+    store_one<MT>(ep, row0, e, s);
+  }
+  cluster.sync(); /* keep this block's shared memory alive for the others */
 }
 
 /* x through a warp's cp.async ring (the "_xr" kernels), so that it arrives
@@ -299,43 +287,28 @@ namespace tgemm_decode {
  * 5.88: BENCHMARKS.md), so both are candidates. */
 enum trigger { kTriggerAtStart = 0, kTriggerAfterLoop = 1 };
 
-/* Where a decode kernel's x comes from: read from L2 before its MMAs, in
- * each warp's cp.async ring with the weights ("_xr"), or copied once into
- * the block's shared memory for the whole of K ("_xb"), which the block's
- * groups of warps then share. */
-enum x_source { kXGlobal = 0, kXRing = 1, kXBlock = 2 };
-
 /* One decode kernel: warps per block, 16-row tiles per warp, k steps per
  * batch, cp.async ring depth (0: register double buffer), cluster split
- * of K, where x comes from, where the next kernel may launch, and the
- * groups of warps a block holds, each on its own tiles (0 or 1: one). */
+ * of K, x through the ring, and where the next kernel may launch. */
 struct config {
-  int warps, tiles, unroll, stages, split, x_ring; /* x_ring: enum x_source */
+  int warps, tiles, unroll, stages, split, x_ring;
   int trigger; /* enum trigger */
-  int groups;
 };
-
-/* A config's groups, counting the 0 of older tables and literals as 1. */
-static inline int groups_of(config cfg) { return cfg.groups > 1 ? cfg.groups : 1; }
 
 /* The cluster splits every instantiated kernel is offered with. */
 constexpr int kSplits[] = {1, 2, 4, 8};
 
 /* A kernel's name, "<prefix>_w<warps>_t<tiles>_u<unroll>_p<stages>_s<split>"
- * plus "_xr" with x in the ring or "_xb" in the block, "_g<groups>" with
- * more than one group of warps and "_tl" with the trigger after the loop,
- * and its params[0..7] = warps, tiles, unroll, split, stages, x_ring,
- * trigger, groups (tables written before the trigger or the groups existed
- * hold 0 there: the start, one group, as those kernels had). */
+ * plus "_xr" with x in the ring and "_tl" with the trigger after the loop,
+ * and its params[0..6] = warps, tiles, unroll, split, stages, x_ring,
+ * trigger (tables written before the trigger existed hold 0 there: the
+ * start, as those kernels had). */
 static inline void fill_kernel(tgemm__kernel *out, tgemm_route route, const char *prefix,
                                config cfg) {
   memset(out, 0, sizeof *out);
   out->route = route;
-  char groups[16] = "";
-  if (groups_of(cfg) > 1) snprintf(groups, sizeof groups, "_g%d", cfg.groups);
-  snprintf(out->name, sizeof out->name, "%s_w%d_t%d_u%d_p%d_s%d%s%s%s", prefix, cfg.warps,
-           cfg.tiles, cfg.unroll, cfg.stages, cfg.split,
-           cfg.x_ring == kXBlock ? "_xb" : cfg.x_ring ? "_xr" : "", groups,
+  snprintf(out->name, sizeof out->name, "%s_w%d_t%d_u%d_p%d_s%d%s%s", prefix, cfg.warps,
+           cfg.tiles, cfg.unroll, cfg.stages, cfg.split, cfg.x_ring ? "_xr" : "",
            cfg.trigger == kTriggerAfterLoop ? "_tl" : "");
   out->params[0] = cfg.warps;
   out->params[1] = cfg.tiles;
@@ -344,49 +317,31 @@ static inline void fill_kernel(tgemm__kernel *out, tgemm_route route, const char
   out->params[4] = cfg.stages;
   out->params[5] = cfg.x_ring;
   out->params[6] = cfg.trigger;
-  out->params[7] = groups_of(cfg);
 }
 
 /* The configuration a kernel's params describe (see fill_kernel). */
 static inline config config_of(const tgemm__kernel *kernel) {
-  return config{kernel->params[0], kernel->params[1], kernel->params[2], kernel->params[4],
-                kernel->params[3], kernel->params[5], kernel->params[6], kernel->params[7]};
-}
-
-/* The groups of a kernel table's row: {warps, tiles, unroll, stages,
- * x_ring} rows have one, {..., groups} rows say. */
-template <size_t C>
-static int row_groups(const int (&kc)[C]) {
-  if constexpr (C > 5)
-    return kc[5];
-  else
-    return 1;
+  return config{kernel->params[0], kernel->params[1], kernel->params[2],
+                kernel->params[4], kernel->params[3], kernel->params[5], kernel->params[6]};
 }
 
 /* Is cfg an instantiated kernel of `table` ({warps, tiles, unroll, stages,
- * x_ring[, groups]} rows) with one of kSplits and a known trigger? */
-template <size_t N, size_t C>
-static bool config_known(const int (&table)[N][C], config cfg) {
+ * x_ring} rows) with one of kSplits and a known trigger? */
+template <size_t N>
+static bool config_known(const int (&table)[N][5], config cfg) {
   bool kernel = false, split = false;
   for (const auto &kc : table)
     kernel |= kc[0] == cfg.warps && kc[1] == cfg.tiles && kc[2] == cfg.unroll &&
-              kc[3] == cfg.stages && kc[4] == cfg.x_ring && row_groups(kc) == groups_of(cfg);
+              kc[3] == cfg.stages && kc[4] == cfg.x_ring;
   for (int sp : kSplits) split |= sp == cfg.split;
   return kernel && split && (cfg.trigger == kTriggerAtStart || cfg.trigger == kTriggerAfterLoop);
-}
-
-/* Do a and b name the same kernel (0 and 1 groups alike)? */
-static inline bool same_kernel(config a, config b) {
-  return a.warps == b.warps && a.tiles == b.tiles && a.unroll == b.unroll &&
-         a.stages == b.stages && a.split == b.split && a.x_ring == b.x_ring &&
-         a.trigger == b.trigger && groups_of(a) == groups_of(b);
 }
 
 /* The candidates of a shape: `best` first, then every row of `table` with
  * every split that useful(cfg) accepts, each with both triggers.  Returns
  * how many were written. */
-template <size_t N, size_t C, typename Useful>
-static int list_candidates(const int (&table)[N][C], config best, tgemm_route route,
+template <size_t N, typename Useful>
+static int list_candidates(const int (&table)[N][5], config best, tgemm_route route,
                            const char *prefix, Useful useful, tgemm__kernel *out, int cap) {
   int count = 0;
   fill_kernel(&out[count++], route, prefix, best);
@@ -394,8 +349,8 @@ static int list_candidates(const int (&table)[N][C], config best, tgemm_route ro
     for (int sp : kSplits)
       for (int trigger : {kTriggerAtStart, kTriggerAfterLoop}) {
         if (count >= cap) return count;
-        const config cfg = {kc[0], kc[1], kc[2], kc[3], sp, kc[4], trigger, row_groups(kc)};
-        if (same_kernel(cfg, best) || !useful(cfg)) continue;
+        const config cfg = {kc[0], kc[1], kc[2], kc[3], sp, kc[4], trigger};
+        if (!memcmp(&cfg, &best, sizeof cfg) || !useful(cfg)) continue;
         fill_kernel(&out[count++], route, prefix, cfg);
       }
   return count;

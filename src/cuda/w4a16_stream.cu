@@ -67,23 +67,14 @@ __device__ __forceinline__ uint4 load16_bytes(const unsigned char *p) {
  * per batch; ST: 0 = register double buffer (only the unaligned fallback
  * uses it), >= 2 = per-warp cp.async ring of ST batches in shared memory
  * (weights 16 bytes per lane, scales 4 bytes per quad); VEC: 16-byte loads
- * or element loads.  XM (tgemm_decode::x_source): x read from L2 right
- * before its MMAs; in the ring with the batch's weights (XR), so that it
- * arrives ST-1 batches ahead (at M = 16 the warps stalled mostly on those
- * reads); or (XB) copied once into the block's shared memory, all of K,
- * for G groups of WARPS / G warps that each stream their own T tiles.
- * At M = 16, x is most of what the ring kernels read: XB reads it once a
- * block instead of once a tile group. */
-template <int MT, int WARPS, int T, int U, int ST, bool VEC, int XM, int G>
+ * or element loads.  XR: the ring also carries the batch's x, so that x
+ * arrives ST-1 batches ahead instead of being read from L2 right before
+ * its MMAs (at M = 16 the warps stalled mostly on those reads). */
+template <int MT, int WARPS, int T, int U, int ST, bool VEC, bool XR>
 __global__ void __launch_bounds__(WARPS * 32)
     w4a16_stream_kernel(const __grid_constant__ w4_args a) {
-  constexpr bool XR = XM == tgemm_decode::kXRing, XB = XM == tgemm_decode::kXBlock;
   static_assert(ST == 0 || (VEC && ST >= 2), "the ring needs aligned copies");
   static_assert(!XR || (ST > 0 && U <= 2), "x in the ring: ring kernels, U <= 2");
-  static_assert(!XB || ST > 0, "x in the block: ring kernels");
-  static_assert(G == 1 || XB, "groups of warps share x in the block");
-  static_assert(WARPS % G == 0, "whole groups of warps");
-  constexpr int WG = WARPS / G; /* warps of a group, splitting its K */
   constexpr int BU = 4 * U; /* blocks per row per batch */
   constexpr int R = T * MT * 4;
   constexpr int SLOTS = T * U * 2; /* 16-byte weight loads per lane per batch */
@@ -96,10 +87,9 @@ __global__ void __launch_bounds__(WARPS * 32)
   const int g = lane >> 2, c = lane & 3;
   const int split = a.split;
   const int rank = (int)(blockIdx.x % (unsigned)split);
-  const int block_row0 = (int)(blockIdx.x / (unsigned)split) * 16 * T * G;
-  const int row0 = block_row0 + warp / WG * 16 * T;
-  const int workers = split * WG;
-  const int worker = rank * WG + warp % WG;
+  const int row0 = (int)(blockIdx.x / (unsigned)split) * 16 * T;
+  const int workers = split * WARPS;
+  const int worker = rank * WARPS + warp;
   const int n = a.ep.n, m = a.ep.m;
   const long long k = a.k;
 
@@ -243,30 +233,6 @@ __global__ void __launch_bounds__(WARPS * 32)
 #pragma unroll
     for (int w = 0; w < 4; w++)
       xread_at[w] = xring_at + (g * XCH + 4 * c + (w ^ ((g & 1) | (c & 2)))) * 16;
-    /* XB: x after the weight and scale rings, token r's piece p (8 k) at
-     * r * x_row + p ^ ((r & 1) | ((p >> 3 & 1) << 1)) pieces, the ring's
-     * swizzle; x_row is a whole number of 128-byte lines.  xb_at[w]: the
-     * lane's piece w of its block in its first batch, token group 0. */
-    const int x_pieces = (int)a.k_blocks * 4, x_row = (x_pieces + 7) & ~7;
-    const int xb_region = (int)((size_t)WARPS * ST * SLOTS * 34 * 16);
-    int xb_at[4];
-#pragma unroll
-    for (int w = 0; w < 4; w++)
-      xb_at[w] = xb_region +
-                 (g * x_row + (worker * BU + c) * 4 + (w ^ ((g & 1) | (c & 2)))) * 16;
-    const int xb_group = 8 * x_row * 16, xb_step = workers * BU * 64;
-    /* Copies x into the block's region (every thread, one copy group). */
-    auto stage_x_block = [&]() {
-      uint4 *xs = reinterpret_cast<uint4 *>(sm + xb_region);
-      for (int i = threadIdx.x; i < MT * 8 * x_pieces; i += WARPS * 32) {
-        const int r = i / x_pieces, p = i - r * x_pieces;
-        const long long e = 8LL * p;
-        const unsigned bytes = r < m && e < k ? (unsigned)min(16LL, 2 * (k - e)) : 0u;
-        const unsigned short *src = bytes ? a.x + r * a.ldx + e : a.x;
-        tgemm_decode::cp_async16_fill(xs + r * x_row + (p ^ ((r & 1) | ((p >> 3 & 1) << 1))),
-                                      src, bytes);
-      }
-    };
     /* Copies the next batch's weights and scales into ring stage `stage`. */
     auto issue_w = [&](int stage) {
       uint4 *rs = reinterpret_cast<uint4 *>(sm + ring_at) + stage * SLOTS * 32;
@@ -300,24 +266,18 @@ __global__ void __launch_bounds__(WARPS * 32)
     for (int s = 0; s < ST - 1; s++)
       if (s < mine) issue_w(s);
     tgemm_decode::wait_for_previous();
-    if constexpr (XB) stage_x_block();
 #pragma unroll
     for (int s = 0; s < ST - 1; s++) {
       if (s < mine) issue_x(s);
       tgemm_decode::cp_async_commit();
     }
     tail();
-    if constexpr (XB) {
-      /* x was copied by every thread; the first stages land with it */
-      tgemm_decode::cp_async_wait<0>();
-      __syncthreads();
-    }
     /* Batch i, which sits in ring stage `stage` (= i % ST). */
     auto consume = [&](int i, int stage) {
       if (i + ST - 1 < mine) issue_w((stage + ST - 1) % ST), issue_x((stage + ST - 1) % ST);
       tgemm_decode::cp_async_commit();
       uint4 xv[U][MT][4];
-      if constexpr (!XR && !XB) {
+      if constexpr (!XR) {
 #pragma unroll
         for (int j = 0; j < U; j++) tgemm_w4::load_x_block<MT>(xv[j], xc, 128 * j, 32, true);
 #pragma unroll
@@ -336,18 +296,6 @@ __global__ void __launch_bounds__(WARPS * 32)
             for (int w = 0; w < 4; w++)
               xv[j][mt][w] = reinterpret_cast<const uint4 *>(
                   sm + xread_at[w])[stage * XSTAGE + mt * 8 * XCH + 16 * j];
-      }
-      if constexpr (XB) {
-#pragma unroll
-        for (int j = 0; j < U; j++)
-#pragma unroll
-          for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-            for (int w = 0; w < 4; w++)
-              xv[j][mt][w] = *reinterpret_cast<const uint4 *>(sm + xb_at[w] + mt * xb_group +
-                                                               256 * j);
-#pragma unroll
-        for (int w = 0; w < 4; w++) xb_at[w] += xb_step;
       }
       uint4 v[T][U][2];
       unsigned s[T][U][2];
@@ -374,10 +322,6 @@ __global__ void __launch_bounds__(WARPS * 32)
 #pragma unroll
         for (int w = 0; w < 4; w++) tgemm_decode::keep(xread_at[w]);
         xcopy.keep_in_registers();
-      }
-      if constexpr (XB) {
-#pragma unroll
-        for (int w = 0; w < 4; w++) tgemm_decode::keep(xb_at[w]);
       }
 #pragma unroll
       for (int stage = 0; stage < ST; stage++) {
@@ -428,8 +372,8 @@ __global__ void __launch_bounds__(WARPS * 32)
   if (a.trigger == tgemm_decode::kTriggerAfterLoop) tgemm_decode::allow_next_launch();
   if constexpr (ST > 0) __syncthreads(); /* the rings become the reduction buffer */
   W4_PHASE(3);
-  tgemm_decode::reduce_and_store<WARPS, R, MT, G>(acc, reinterpret_cast<float *>(smem), split,
-                                                  block_row0, a.ep, 16 * T);
+  tgemm_decode::reduce_and_store<WARPS, R, MT>(acc, reinterpret_cast<float *>(smem), split, row0,
+                                               a.ep);
   W4_PHASE(4);
 }
 
@@ -437,68 +381,55 @@ typedef void (*kernel_fn)(w4_args);
 
 using tgemm_decode::config;
 
-/* The instantiated kernels {warps, tiles, unroll, stages, x source, groups
- * of warps}; each is offered with every useful split that fits in shared
- * memory (x in the block: split 1 only). */
+/* The instantiated kernels {warps, tiles, unroll, stages, x in the ring};
+ * each is offered with every useful split that fits in shared memory. */
 #define TGEMM_W4S_CONFIGS(X)                                                                  \
-  X(8, 1, 1, 4, 0, 1) X(8, 1, 2, 4, 0, 1) X(8, 2, 1, 4, 0, 1) X(8, 1, 1, 8, 0, 1)             \
-  X(4, 1, 1, 4, 0, 1) X(4, 1, 2, 4, 0, 1) X(4, 2, 1, 4, 0, 1) X(4, 2, 2, 4, 0, 1)             \
-  X(4, 4, 1, 4, 0, 1) X(16, 1, 1, 4, 0, 1) X(16, 2, 1, 4, 0, 1) X(8, 2, 1, 2, 0, 1)           \
-  X(8, 1, 1, 2, 0, 1) X(4, 1, 2, 2, 0, 1) X(4, 2, 1, 2, 0, 1) X(8, 4, 1, 2, 0, 1)             \
-  X(4, 4, 1, 2, 0, 1) X(8, 2, 1, 2, 1, 1) X(4, 2, 1, 2, 1, 1) X(4, 4, 1, 2, 1, 1)             \
-  X(8, 1, 1, 2, 1, 1) X(4, 1, 1, 4, 1, 1) X(8, 1, 1, 4, 1, 1) X(16, 1, 1, 2, 1, 1)            \
-  X(16, 1, 1, 4, 1, 1) X(2, 4, 1, 2, 1, 1) X(1, 4, 1, 2, 1, 1) X(2, 2, 1, 2, 1, 1)            \
-  X(4, 1, 1, 2, 1, 1) X(2, 1, 1, 2, 1, 1) X(1, 1, 1, 2, 1, 1)                                 \
-  X(16, 1, 1, 2, 2, 16) X(16, 1, 1, 4, 2, 16) X(8, 1, 1, 4, 2, 8) X(16, 1, 1, 2, 2, 8)        \
-  X(16, 1, 1, 2, 2, 4) X(16, 1, 1, 4, 2, 4) X(8, 1, 1, 2, 2, 4) X(8, 1, 1, 2, 2, 2)           \
-  X(16, 1, 1, 2, 2, 2) X(8, 2, 1, 2, 2, 4)                                                    \
-  X(4, 1, 2, 2, 1, 1) X(8, 1, 2, 2, 1, 1) X(4, 2, 2, 2, 1, 1)                                  \
-  X(2, 2, 2, 2, 1, 1) X(2, 1, 2, 2, 1, 1)
+  X(8, 1, 1, 4, 0) X(8, 1, 2, 4, 0) X(8, 2, 1, 4, 0) X(8, 1, 1, 8, 0) X(4, 1, 1, 4, 0)         \
+  X(4, 1, 2, 4, 0) X(4, 2, 1, 4, 0) X(4, 2, 2, 4, 0) X(4, 4, 1, 4, 0) X(16, 1, 1, 4, 0)        \
+  X(16, 2, 1, 4, 0) X(8, 2, 1, 2, 0) X(8, 1, 1, 2, 0) X(4, 1, 2, 2, 0) X(4, 2, 1, 2, 0)        \
+  X(8, 4, 1, 2, 0) X(4, 4, 1, 2, 0) X(8, 2, 1, 2, 1) X(4, 2, 1, 2, 1) X(4, 4, 1, 2, 1)         \
+  X(8, 1, 1, 2, 1) X(4, 1, 1, 4, 1) X(8, 1, 1, 4, 1) X(16, 1, 1, 2, 1) X(16, 1, 1, 4, 1)         \
+  X(2, 4, 1, 2, 1) X(1, 4, 1, 2, 1) X(2, 2, 1, 2, 1) X(4, 1, 1, 2, 1) X(2, 1, 1, 2, 1)         \
+  X(1, 1, 1, 2, 1) X(4, 2, 2, 2, 1)
 
-#define TGEMM_W4S_ROW(W, T, U, ST, XM, G) {W, T, U, ST, XM, G},
-const int kConfigs[][6] = {TGEMM_W4S_CONFIGS(TGEMM_W4S_ROW)};
+#define TGEMM_W4S_ROW(W, T, U, ST, XR) {W, T, U, ST, XR},
+const int kConfigs[][5] = {TGEMM_W4S_CONFIGS(TGEMM_W4S_ROW)};
 #undef TGEMM_W4S_ROW
 
 kernel_fn find_vec_kernel(int mt, config cfg) {
-#define TGEMM_W4S_FIND(W, T, U, ST, XM, G)                                      \
+#define TGEMM_W4S_FIND(W, T, U, ST, XR)                                         \
   if (cfg.warps == W && cfg.tiles == T && cfg.unroll == U && cfg.stages == ST && \
-      cfg.x_ring == XM && tgemm_decode::groups_of(cfg) == G)                     \
-    return mt == 1 ? w4a16_stream_kernel<1, W, T, U, ST, true, XM, G>           \
-                   : w4a16_stream_kernel<2, W, T, U, ST, true, XM, G>;
+      cfg.x_ring == XR)                                                         \
+    return mt == 1 ? w4a16_stream_kernel<1, W, T, U, ST, true, XR>              \
+                   : w4a16_stream_kernel<2, W, T, U, ST, true, XR>;
   TGEMM_W4S_CONFIGS(TGEMM_W4S_FIND)
 #undef TGEMM_W4S_FIND
   return NULL;
 }
 
 /* The element-load fallback for unaligned operands: one configuration. */
-const config kSafe = {4, 1, 1, 0, 1, 0, 0, 1};
+const config kSafe = {4, 1, 1, 0, 1, 0};
 kernel_fn find_safe_kernel(int mt) {
-  return mt == 1 ? w4a16_stream_kernel<1, 4, 1, 1, 0, false, 0, 1>
-                 : w4a16_stream_kernel<2, 4, 1, 1, 0, false, 0, 1>;
+  return mt == 1 ? w4a16_stream_kernel<1, 4, 1, 1, 0, false, false>
+                 : w4a16_stream_kernel<2, 4, 1, 1, 0, false, false>;
 }
 
 /* Dynamic shared memory: weight, scale (and x) rings, or the reduction
  * buffer. */
-size_t smem_bytes(config cfg, int mt, long long k) {
+size_t smem_bytes(config cfg, int mt) {
   size_t slots = (size_t)cfg.warps * cfg.stages * cfg.tiles * cfg.unroll * 2;
   size_t ring = slots * 32 * 16 + slots * 8 * 4;
-  if (cfg.x_ring == tgemm_decode::kXRing)
-    ring += (size_t)cfg.warps * cfg.stages * mt * 8 * 16 * cfg.unroll * 16;
-  if (cfg.x_ring == tgemm_decode::kXBlock) /* as in the kernel: 128-byte rows of 8-k pieces */
-    ring += (size_t)mt * 8 * (size_t)((((k + 31) / 32 * 4) + 7) & ~7LL) * 16;
+  if (cfg.x_ring) ring += (size_t)cfg.warps * cfg.stages * mt * 8 * 16 * cfg.unroll * 16;
   size_t red = (size_t)cfg.warps * cfg.tiles * mt * 4 * 32 * 4;
   return ring > red ? ring : red;
 }
 
-/* Each worker (warp of the cluster's group) must get at least one batch,
- * and the rings (and x) must fit.  x in the block: no cluster split (each
- * block would copy all of x for its share of K). */
+/* Each worker (warp of the cluster) must get at least one batch, and the
+ * rings must fit. */
 bool config_useful(const tgemm__shape *s, config cfg) {
   long long blocks = (s->k + 31) / 32;
   long long batches = (blocks + 4LL * cfg.unroll - 1) / (4LL * cfg.unroll);
-  if (smem_bytes(cfg, s->m > 8 ? 2 : 1, s->k) > tgemm_decode::kMaxSmem) return false;
-  if (cfg.x_ring == tgemm_decode::kXBlock)
-    return cfg.split == 1 && batches >= cfg.warps / tgemm_decode::groups_of(cfg);
+  if (smem_bytes(cfg, s->m > 8 ? 2 : 1) > tgemm_decode::kMaxSmem) return false;
   return cfg.split == 1 || batches >= (long long)cfg.split * cfg.warps;
 }
 
@@ -527,8 +458,9 @@ bool config_useful(const tgemm__shape *s, config cfg) {
  * - other short rows: 4 warps of one tile on a 4-deep ring;
  * - otherwise 8 warps of two tiles on a 2-deep ring (o_proj TP8: 4.18 us
  *   at M = 1 against 6.45 for 4 warps at the start); from M = 9, 4 warps of
- *   one tile (o_proj TP8 M = 16: 6.12 us against 6.48 for 4 warps of two
- *   tiles after the loop, the pick before one-tile 4-warp kernels existed). */
+ *   two tiles with two 4-block steps a batch (o_proj TP8 M = 16: 5.59 us
+ *   against 6.21 for 4 warps of one tile, the pick before U = 2 kernels
+ *   carried x in the ring). */
 config default_config(const tgemm__shape *s, int sm_count) {
   using tgemm_decode::kTriggerAfterLoop;
   const long long tiles16 = (s->n + 15) / 16;
@@ -554,7 +486,7 @@ config default_config(const tgemm__shape *s, int sm_count) {
   } else if (s->k <= 1024) {
     cfg = config{4, 1, 1, 4, 1, 1};
   } else {
-    cfg = wide_m ? config{4, 1, 1, 2, 1, 1} : config{8, 2, 1, 2, 1, 1};
+    cfg = wide_m ? config{4, 2, 2, 2, 1, 1} : config{8, 2, 1, 2, 1, 1};
   }
   if (!config_useful(s, cfg)) cfg = config{8, 2, 1, 2, 1, 0}; /* rings too large */
   return cfg;
@@ -595,12 +527,12 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
   } else {
     const int split = cfg.split, trigger = cfg.trigger;
     cfg = kSafe;
-    cfg.split = split; /* an _xb kernel's split is 1 */
+    cfg.split = split;
     cfg.trigger = trigger;
     fn = find_safe_kernel(mt);
   }
   if (!fn) return cudaErrorInvalidValue;
-  const size_t smem = smem_bytes(cfg, mt, args->k);
+  const size_t smem = smem_bytes(cfg, mt);
 
   w4_args a;
   a.x = static_cast<const unsigned short *>(args->x);
@@ -614,7 +546,6 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
   a.split = cfg.split;
   a.trigger = cfg.trigger;
   a.ep = tgemm_decode::epilogue_of(args);
-  const long long rows = 16LL * cfg.tiles * tgemm_decode::groups_of(cfg); /* a block's */
-  const long long groups = (args->n + rows - 1) / rows;
+  const long long groups = (args->n + 16LL * cfg.tiles - 1) / (16LL * cfg.tiles);
   return tgemm_decode::launch(fn, a, groups, cfg.split, cfg.warps, smem, args->stream);
 }

@@ -132,7 +132,8 @@ __global__ void __launch_bounds__(WARPS * 32)
   };
   /* A whole batch; scales above 2^1 are rare in real weights, so one vote
    * keeps their second multiply off the common path. */
-  auto compute = [&](const uint4(&v)[T][U][2], const unsigned(&s)[T][U][2], auto &&x_of) {
+  auto compute = [&](const uint4(&v)[T][U][2], const unsigned(&s)[T][U][2],
+                     const uint4(&xv)[U][MT][4]) {
     bool big = false;
 #pragma unroll
     for (int t = 0; t < T; t++)
@@ -142,18 +143,10 @@ __global__ void __launch_bounds__(WARPS * 32)
         for (int h = 0; h < 2; h++) big |= tgemm_w4::scale_is_big(s[t][j][h]);
     if (__any_sync(0xffffffffu, big)) {
 #pragma unroll
-      for (int j = 0; j < U; j++) {
-        uint4 xv[MT][4];
-        x_of(j, xv);
-        step(v, s, j, xv, true);
-      }
+      for (int j = 0; j < U; j++) step(v, s, j, xv[j], true);
     } else {
 #pragma unroll
-      for (int j = 0; j < U; j++) {
-        uint4 xv[MT][4];
-        x_of(j, xv);
-        step(v, s, j, xv, false);
-      }
+      for (int j = 0; j < U; j++) step(v, s, j, xv[j], false);
     }
   };
   auto load_x_batch = [&](uint4(&xv)[U][MT][4], long long batch) {
@@ -281,7 +274,6 @@ __global__ void __launch_bounds__(WARPS * 32)
     tail();
     /* Batch i, which sits in ring stage `stage` (= i % ST). */
     auto consume = [&](int i, int stage) {
-      __syncwarp(); /* every lane has read the stage the copies below refill */
       if (i + ST - 1 < mine) issue_w((stage + ST - 1) % ST), issue_x((stage + ST - 1) % ST);
       tgemm_decode::cp_async_commit();
       uint4 xv[U][MT][4];
@@ -295,6 +287,16 @@ __global__ void __launch_bounds__(WARPS * 32)
       __syncwarp(); /* scales (and x) were copied by other lanes */
       const uint4 *rs = reinterpret_cast<const uint4 *>(sm + ring_at) + stage * SLOTS * 32;
       const unsigned char *ss = sm + sread_at + stage * SLOTS * 8 * 4;
+      if constexpr (XR) {
+#pragma unroll
+        for (int j = 0; j < U; j++)
+#pragma unroll
+          for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int w = 0; w < 4; w++)
+              xv[j][mt][w] = reinterpret_cast<const uint4 *>(
+                  sm + xread_at[w])[stage * XSTAGE + mt * 8 * XCH + 16 * j];
+      }
       uint4 v[T][U][2];
       unsigned s[T][U][2];
 #pragma unroll
@@ -307,18 +309,9 @@ __global__ void __launch_bounds__(WARPS * 32)
             v[t][j][h] = rs[slot * 32];
             s[t][j][h] = ss[slot * 32];
           }
+      __syncwarp(); /* every lane has read the slot before it is refilled */
       if (i == 0) W4_PHASE(1);
-      /* x of step j: from the ring right before its MMAs (XR; all U steps'
-       * x at once cost 16 * U * MT registers), else loaded above */
-      compute(v, s, [&](int j, uint4(&xj)[MT][4]) {
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-          for (int w = 0; w < 4; w++)
-            xj[mt][w] = XR ? reinterpret_cast<const uint4 *>(
-                                 sm + xread_at[w])[stage * XSTAGE + mt * 8 * XCH + 16 * j]
-                           : xv[j][mt][w];
-      });
+      compute(v, s, xv);
     };
     /* Unrolled by ST, so that every stage offset is a constant. */
     for (int i0 = 0; i0 < mine; i0 += ST) {
@@ -355,12 +348,7 @@ __global__ void __launch_bounds__(WARPS * 32)
                              long long batch) {
       uint4 xv[U][MT][4];
       load_x_batch(xv, batch);
-      compute(v, s, [&](int j, uint4(&xj)[MT][4]) {
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-          for (int w = 0; w < 4; w++) xj[mt][w] = xv[j][mt][w];
-      });
+      compute(v, s, xv);
     };
     long long batch = worker;
     uint4 va[T][U][2], vb[T][U][2];
@@ -402,7 +390,7 @@ using tgemm_decode::config;
   X(8, 4, 1, 2, 0) X(4, 4, 1, 2, 0) X(8, 2, 1, 2, 1) X(4, 2, 1, 2, 1) X(4, 4, 1, 2, 1)         \
   X(8, 1, 1, 2, 1) X(4, 1, 1, 4, 1) X(8, 1, 1, 4, 1) X(16, 1, 1, 2, 1) X(16, 1, 1, 4, 1)         \
   X(2, 4, 1, 2, 1) X(1, 4, 1, 2, 1) X(2, 2, 1, 2, 1) X(4, 1, 1, 2, 1) X(2, 1, 1, 2, 1)         \
-  X(1, 1, 1, 2, 1) X(4, 2, 2, 2, 1) X(16, 1, 2, 2, 1) X(8, 1, 2, 2, 1)
+  X(1, 1, 1, 2, 1) X(4, 2, 2, 2, 1)
 
 #define TGEMM_W4S_ROW(W, T, U, ST, XR) {W, T, U, ST, XR},
 const int kConfigs[][5] = {TGEMM_W4S_CONFIGS(TGEMM_W4S_ROW)};

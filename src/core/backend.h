@@ -22,8 +22,8 @@ typedef struct tgemm__shape {
 #define TGEMM__KERNEL_NAME_MAX 64
 #define TGEMM__KERNEL_PARAMS 8
 /* The most candidates any backend lists for one route and shape (the W4A16
- * stream kernels list up to 4 splits and 2 triggers of each of their 31
- * shapes, after the built-in one: 249). */
+ * stream kernels list up to 4 splits and 2 triggers of each of their 32
+ * shapes, after the built-in one: 257). */
 #define TGEMM__MAX_CANDIDATES 320
 typedef struct tgemm__kernel {
   tgemm_route route;

@@ -319,6 +319,14 @@ static inline void fill_kernel(tgemm__kernel *out, tgemm_route route, const char
   out->params[6] = cfg.trigger;
 }
 
+/* The unaligned-operand kernel `safe`, launched with cfg's split and
+ * trigger (the choices that are not the kernel's shape). */
+static inline config fallback_config(config safe, config cfg) {
+  safe.split = cfg.split;
+  safe.trigger = cfg.trigger;
+  return safe;
+}
+
 /* The configuration a kernel's params describe (see fill_kernel). */
 static inline config config_of(const tgemm__kernel *kernel) {
   return config{kernel->params[0], kernel->params[1], kernel->params[2],

@@ -525,10 +525,7 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
   if (aligned) {
     fn = find_vec_kernel(mt, cfg);
   } else {
-    const int split = cfg.split, trigger = cfg.trigger;
-    cfg = kSafe;
-    cfg.split = split;
-    cfg.trigger = trigger;
+    cfg = tgemm_decode::fallback_config(kSafe, cfg);
     fn = find_safe_kernel(mt);
   }
   if (!fn) return cudaErrorInvalidValue;

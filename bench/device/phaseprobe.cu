@@ -8,7 +8,9 @@
  * the span from the first start to the last exit.
  *
  *   bash bench/device/probe.sh --build     (here; builds it into build-suite-carry/)
- *   build-suite-carry/phaseprobe           (device) */
+ *   build-suite-carry/phaseprobe           (device: the built-in list below)
+ *   build-suite-carry/phaseprobe LAYER N K M KERNEL [LAYER N K M KERNEL ...]
+ *                                          (device: those kernels, by candidate name) */
 #define TGEMM_W4_PHASES 4096
 #include "../../src/cuda/w4a16_stream.cu"
 
@@ -131,7 +133,22 @@ void run(const experiment &e) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char **argv) {
+  if (argc > 1) {
+    if ((argc - 1) % 5 != 0) {
+      fprintf(stderr, "usage: %s [LAYER N K M KERNEL]...\n", argv[0]);
+      return 2;
+    }
+    for (int i = 1; i + 4 < argc; i += 5) {
+      const experiment e = {argv[i], atoll(argv[i + 1]), atoll(argv[i + 2]), atoll(argv[i + 3]), argv[i + 4]};
+      if (e.n <= 0 || e.k <= 0 || e.m <= 0 || e.m > TGEMM__W4A16_STREAM_MAX_M) {
+        fprintf(stderr, "%s: bad shape N=%s K=%s M=%s\n", e.layer, argv[i + 1], argv[i + 2], argv[i + 3]);
+        return 2;
+      }
+      run(e);
+    }
+    return 0;
+  }
   static const experiment list[] = {
       {"q_a_proj", 1536, 7168, 1, "w4a16_stream_w16_t1_u1_p2_s1_xr"},
       {"q_a_proj", 1536, 7168, 1, "w4a16_stream_w8_t1_u1_p4_s1_xr"},

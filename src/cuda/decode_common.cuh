@@ -158,36 +158,117 @@ __device__ __forceinline__ bool element_used(const epilogue &ep, int row0, int e
   return row < ep.n && token < ep.m;
 }
 
+/* bf16 bits of f, rounded to nearest even (NaN stays NaN). */
+__device__ __forceinline__ unsigned bf16_bits(float f) {
+  const unsigned u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
+  return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+
+/* Writes one finished sum to y[token, row] (bias added here). */
+__device__ __forceinline__ void store_at(const epilogue &ep, int row, int token, float sum) {
+  if (ep.bias) sum += load_bias(ep.bias, ep.bias_dtype, row);
+  long long at = (long long)token * ep.ldy + row;
+  if (ep.y_f32)
+    static_cast<float *>(ep.y)[at] = sum;
+  else
+    static_cast<unsigned short *>(ep.y)[at] = (unsigned short)bf16_bits(sum);
+}
+
 /* Writes one finished sum (element e, see element_at). */
 template <int MT>
 __device__ __forceinline__ void store_one(const epilogue &ep, int row0, int e, float sum) {
   int row, token;
   element_at<MT>(row0, e, &row, &token);
   if (row >= ep.n || token >= ep.m) return;
-  if (ep.bias) sum += load_bias(ep.bias, ep.bias_dtype, row);
-  long long at = (long long)token * ep.ldy + row;
-  if (ep.y_f32) {
-    static_cast<float *>(ep.y)[at] = sum;
-  } else {
-    unsigned u = __float_as_uint(sum), h;
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-      h = (u >> 16) | 0x40u; /* NaN stays NaN */
-    else
-      h = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16; /* nearest even */
-    static_cast<unsigned short *>(ep.y)[at] = (unsigned short)h;
+  store_at(ep, row, token, sum);
+}
+
+/* Writes 8 finished sums to y[token, row .. row+7] (bias added here): one
+ * 16-byte store (two for f32 y) where the rows exist and y is aligned. */
+__device__ __forceinline__ void store_eight(const epilogue &ep, int row, int token,
+                                            const float (&sum)[8]) {
+  const long long at = (long long)token * ep.ldy + row;
+  const size_t bytes = ep.y_f32 ? 4 : 2;
+  if (row + 8 > ep.n || (reinterpret_cast<size_t>(ep.y) + at * bytes) % 16 != 0) {
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+      if (row + i < ep.n) store_at(ep, row + i, token, sum[i]);
+    return;
   }
+  float v[8];
+#pragma unroll
+  for (int i = 0; i < 8; i++) v[i] = ep.bias ? sum[i] + load_bias(ep.bias, ep.bias_dtype, row + i) : sum[i];
+  if (ep.y_f32) {
+    float4 *y = reinterpret_cast<float4 *>(static_cast<float *>(ep.y) + at);
+    y[0] = make_float4(v[0], v[1], v[2], v[3]);
+    y[1] = make_float4(v[4], v[5], v[6], v[7]);
+  } else {
+    unsigned w[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) w[i] = bf16_bits(v[2 * i]) | bf16_bits(v[2 * i + 1]) << 16;
+    *reinterpret_cast<uint4 *>(static_cast<unsigned short *>(ep.y) + at) = make_uint4(w[0], w[1], w[2], w[3]);
+  }
+}
+
+/* Whether reduce_and_store sums a block's warps through a [token][row]
+ * layout, 8 rows of one token a thread, and writes y 16 bytes at a time:
+ * when the block has at least one such piece per two threads (tiles · MT
+ * >= warps).  With few outputs a block and many warps (q_a's 16 warps of
+ * one tile) more threads summing fewer warps each is faster.  Elementwise,
+ * every output cost ~30 instructions; at M = 16 that made up to a third of
+ * a kernel with many rows a block (kv_b: 2 us of 7). */
+__host__ __device__ constexpr bool reduce_by_rows(int warps, int tiles, int mt) {
+  return tiles * mt >= warps;
+}
+
+/* Floats of shared memory reduce_and_store needs: with the row layout, a
+ * token's 16·tiles rows are padded by 4 so that the fragment-ordered
+ * writes of a warp fall in distinct banks. */
+__host__ __device__ constexpr size_t reduce_floats(int warps, int tiles, int mt) {
+  return reduce_by_rows(warps, tiles, mt) ? (size_t)warps * 8 * mt * (16 * tiles + 4)
+                                          : (size_t)warps * tiles * mt * 4 * 32;
 }
 
 /* Sums the R accumulators of every warp of the block, then (split > 1) of
  * every block of the cluster through distributed shared memory, and writes
- * y.  red: shared memory of WARPS * R * 32 floats (elements that land
- * outside y are neither stored nor summed).  Fixed summation order: the
- * result does not depend on timing. */
+ * y.  red: shared memory of reduce_floats(WARPS, tiles, MT) floats
+ * (elements that land outside y are neither stored nor summed).  Fixed
+ * summation order, warp 0 first, the same in both layouts: the result
+ * does not depend on timing or on the layout. */
 template <int WARPS, int R, int MT>
 __device__ __forceinline__ void reduce_and_store(const float (&acc)[R], float *red, int split,
                                                  int row0, const epilogue &ep) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   constexpr int E = R * 32;
+  constexpr int T = R / (4 * MT);
+  if (reduce_by_rows(WARPS, T, MT) && split == 1) {
+    constexpr int ROWS = 16 * T, STRIDE = ROWS + 4, TOKENS = 8 * MT, PIECES = TOKENS * ROWS / 8;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      int row, token;
+      element_at<MT>(0, r * 32 + lane, &row, &token);
+      red[(warp * TOKENS + token) * STRIDE + row] = acc[r];
+    }
+    __syncthreads();
+    for (int p = threadIdx.x; p < PIECES; p += WARPS * 32) {
+      const int token = p / (ROWS / 8), row = p % (ROWS / 8) * 8;
+      if (token >= ep.m || row0 + row >= ep.n) continue;
+      float s[8];
+      const float4 *at = reinterpret_cast<const float4 *>(red + token * STRIDE + row);
+      float4 lo = at[0], hi = at[1];
+      s[0] = lo.x, s[1] = lo.y, s[2] = lo.z, s[3] = lo.w, s[4] = hi.x, s[5] = hi.y, s[6] = hi.z, s[7] = hi.w;
+#pragma unroll
+      for (int w = 1; w < WARPS; w++) {
+        at = reinterpret_cast<const float4 *>(red + (w * TOKENS + token) * STRIDE + row);
+        lo = at[0], hi = at[1];
+        s[0] += lo.x, s[1] += lo.y, s[2] += lo.z, s[3] += lo.w;
+        s[4] += hi.x, s[5] += hi.y, s[6] += hi.z, s[7] += hi.w;
+      }
+      store_eight(ep, row0 + row, token, s);
+    }
+    return;
+  }
 #pragma unroll
   for (int r = 0; r < R; r++)
     if (element_used<MT>(ep, row0, r * 32 + lane)) red[(warp * R + r) * 32 + lane] = acc[r];

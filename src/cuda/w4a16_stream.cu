@@ -420,7 +420,7 @@ size_t smem_bytes(config cfg, int mt) {
   size_t slots = (size_t)cfg.warps * cfg.stages * cfg.tiles * cfg.unroll * 2;
   size_t ring = slots * 32 * 16 + slots * 8 * 4;
   if (cfg.x_ring) ring += (size_t)cfg.warps * cfg.stages * mt * 8 * 16 * cfg.unroll * 16;
-  size_t red = (size_t)cfg.warps * cfg.tiles * mt * 4 * 32 * 4;
+  size_t red = tgemm_decode::reduce_floats(cfg.warps, cfg.tiles, mt) * sizeof(float);
   return ring > red ? ring : red;
 }
 

@@ -3,7 +3,8 @@
 
     python3 bench/render_tables.py decode BENCH.csv [READPROBE.txt]
         every layer x route at M = 1..16: us (fraction of the floor) and
-        speedup over the library default; with a readprobe log, the default
+        speedup over the library default, and the route's largest error
+        over those M (against the unquantized product); with a readprobe log, the default
         and skinny rows of each layer also show the fraction of a pure read
         of the same bytes, timed the same way (events + clean flush)
     python3 bench/render_tables.py all BENCH.csv
@@ -53,12 +54,12 @@ def nearest_read(ceiling, n, k):
 
 
 def decode(rows, ceiling):
-    print("| layer | N×K | route | " + " | ".join(f"M={m}" for m in DECODE_M) + " |")
-    print("|---|---|---|" + "---|" * len(DECODE_M))
+    print("| layer | N×K | route | " + " | ".join(f"M={m}" for m in DECODE_M) + " | err |")
+    print("|---|---|---|" + "---|" * len(DECODE_M) + "---|")
     for layer, n, k in layers_in_order(rows):
         read_us = nearest_read(ceiling, n, k)
         for route in ("library", "skinny", "w4a16", "w4a4", "auto"):
-            cells = []
+            cells, err = [], 0.0
             for m in DECODE_M:
                 hit = [r for r in rows if (r["layer"], r["n"], r["k"]) == (layer, n, k) and r["m"] == m
                        and r["route"] == route and (route != "library" or r["is_default"] == "yes")]
@@ -66,6 +67,7 @@ def decode(rows, ceiling):
                     cells.append("")
                     continue
                 r = hit[0]
+                err = max(err, float(r["err"]))
                 cell = f"{r['us']:.1f} ({r['floor']:.2f})"
                 if read_us and route in ("library", "skinny"):
                     cell += f" [{read_us / r['us']:.2f}]"
@@ -75,7 +77,7 @@ def decode(rows, ceiling):
                         cell += " " + r["kernel"].split("_")[0]
                 cells.append(cell)
             if any(cells):
-                print(f"| {layer} | {n}×{k} | {ROUTE_NAMES[route]} | " + " | ".join(cells) + " |")
+                print(f"| {layer} | {n}×{k} | {ROUTE_NAMES[route]} | " + " | ".join(cells) + f" | {err:.2g} |")
 
 
 def all_m(rows):

@@ -242,7 +242,7 @@ __device__ __forceinline__ void reduce_and_store(const float (&acc)[R], float *r
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   constexpr int E = R * 32;
   constexpr int T = R / (4 * MT);
-  if (reduce_by_rows(WARPS, T, MT) && split == 1) {
+  if (reduce_by_rows(WARPS, T, MT)) {
     constexpr int ROWS = 16 * T, STRIDE = ROWS + 4, TOKENS = 8 * MT, PIECES = TOKENS * ROWS / 8;
 #pragma unroll
     for (int r = 0; r < R; r++) {
@@ -251,22 +251,39 @@ __device__ __forceinline__ void reduce_and_store(const float (&acc)[R], float *r
       red[(warp * TOKENS + token) * STRIDE + row] = acc[r];
     }
     __syncthreads();
+    /* s[0..7] += the 8 floats at f (16-byte aligned), or s = them. */
+    auto add8 = [](float (&s)[8], const float *f, bool first) {
+      const float4 lo = reinterpret_cast<const float4 *>(f)[0], hi = reinterpret_cast<const float4 *>(f)[1];
+      const float v[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+#pragma unroll
+      for (int i = 0; i < 8; i++) s[i] = first ? v[i] : s[i] + v[i];
+    };
     for (int p = threadIdx.x; p < PIECES; p += WARPS * 32) {
       const int token = p / (ROWS / 8), row = p % (ROWS / 8) * 8;
       if (token >= ep.m || row0 + row >= ep.n) continue;
       float s[8];
-      const float4 *at = reinterpret_cast<const float4 *>(red + token * STRIDE + row);
-      float4 lo = at[0], hi = at[1];
-      s[0] = lo.x, s[1] = lo.y, s[2] = lo.z, s[3] = lo.w, s[4] = hi.x, s[5] = hi.y, s[6] = hi.z, s[7] = hi.w;
 #pragma unroll
-      for (int w = 1; w < WARPS; w++) {
-        at = reinterpret_cast<const float4 *>(red + (w * TOKENS + token) * STRIDE + row);
-        lo = at[0], hi = at[1];
-        s[0] += lo.x, s[1] += lo.y, s[2] += lo.z, s[3] += lo.w;
-        s[4] += hi.x, s[5] += hi.y, s[6] += hi.z, s[7] += hi.w;
+      for (int w = 0; w < WARPS; w++) add8(s, red + (w * TOKENS + token) * STRIDE + row, w == 0);
+      if (split == 1) {
+        store_eight(ep, row0 + row, token, s);
+      } else { /* the block's sum, in warp 0's place, for the cluster */
+#pragma unroll
+        for (int i = 0; i < 8; i++) red[token * STRIDE + row + i] = s[i];
       }
+    }
+    if (split == 1) return;
+    namespace cg = cooperative_groups;
+    cg::cluster_group cluster = cg::this_cluster();
+    cluster.sync(); /* every block's sums are in its shared memory */
+    const int per = (PIECES + split - 1) / split, lo = (int)cluster.block_rank() * per;
+    for (int p = lo + (int)threadIdx.x; p < min(PIECES, lo + per); p += WARPS * 32) {
+      const int token = p / (ROWS / 8), row = p % (ROWS / 8) * 8;
+      if (token >= ep.m || row0 + row >= ep.n) continue;
+      float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (int b = 0; b < split; b++) add8(s, cluster.map_shared_rank(red, b) + token * STRIDE + row, false);
       store_eight(ep, row0 + row, token, s);
     }
+    cluster.sync(); /* keep this block's shared memory alive for the others */
     return;
   }
 #pragma unroll

@@ -240,9 +240,8 @@ template <int WARPS, int R, int MT>
 __device__ __forceinline__ void reduce_and_store(const float (&acc)[R], float *red, int split,
                                                  int row0, const epilogue &ep) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  constexpr int E = R * 32;
   constexpr int T = R / (4 * MT);
-  if (reduce_by_rows(WARPS, T, MT)) {
+  if constexpr (reduce_by_rows(WARPS, T, MT)) {
     constexpr int ROWS = 16 * T, STRIDE = ROWS + 4, TOKENS = 8 * MT, PIECES = TOKENS * ROWS / 8;
 #pragma unroll
     for (int r = 0; r < R; r++) {
@@ -284,42 +283,43 @@ __device__ __forceinline__ void reduce_and_store(const float (&acc)[R], float *r
       store_eight(ep, row0 + row, token, s);
     }
     cluster.sync(); /* keep this block's shared memory alive for the others */
-    return;
-  }
+  } else {
+    constexpr int E = R * 32;
 #pragma unroll
-  for (int r = 0; r < R; r++)
-    if (element_used<MT>(ep, row0, r * 32 + lane)) red[(warp * R + r) * 32 + lane] = acc[r];
-  __syncthreads();
-  if (split == 1) {
+    for (int r = 0; r < R; r++)
+      if (element_used<MT>(ep, row0, r * 32 + lane)) red[(warp * R + r) * 32 + lane] = acc[r];
+    __syncthreads();
+    if (split == 1) {
+      for (int e = threadIdx.x; e < E; e += WARPS * 32) {
+        if (!element_used<MT>(ep, row0, e)) continue;
+        float s = red[e];
+#pragma unroll
+        for (int w = 1; w < WARPS; w++) s += red[w * E + e];
+        store_one<MT>(ep, row0, e, s);
+      }
+      return;
+    }
     for (int e = threadIdx.x; e < E; e += WARPS * 32) {
       if (!element_used<MT>(ep, row0, e)) continue;
       float s = red[e];
 #pragma unroll
       for (int w = 1; w < WARPS; w++) s += red[w * E + e];
+      red[e] = s;
+    }
+    namespace cg = cooperative_groups;
+    cg::cluster_group cluster = cg::this_cluster();
+    cluster.sync(); /* every block's partial sums are in its shared memory */
+    const int rank = (int)cluster.block_rank();
+    const int per = (E + split - 1) / split;
+    const int lo = rank * per, hi = min(E, lo + per);
+    for (int e = lo + (int)threadIdx.x; e < hi; e += WARPS * 32) {
+      if (!element_used<MT>(ep, row0, e)) continue;
+      float s = 0.0f;
+      for (int b = 0; b < split; b++) s += cluster.map_shared_rank(red, b)[e];
       store_one<MT>(ep, row0, e, s);
     }
-    return;
+    cluster.sync(); /* keep this block's shared memory alive for the others */
   }
-  for (int e = threadIdx.x; e < E; e += WARPS * 32) {
-    if (!element_used<MT>(ep, row0, e)) continue;
-    float s = red[e];
-#pragma unroll
-    for (int w = 1; w < WARPS; w++) s += red[w * E + e];
-    red[e] = s;
-  }
-  namespace cg = cooperative_groups;
-  cg::cluster_group cluster = cg::this_cluster();
-  cluster.sync(); /* every block's partial sums are in its shared memory */
-  const int rank = (int)cluster.block_rank();
-  const int per = (E + split - 1) / split;
-  const int lo = rank * per, hi = min(E, lo + per);
-  for (int e = lo + (int)threadIdx.x; e < hi; e += WARPS * 32) {
-    if (!element_used<MT>(ep, row0, e)) continue;
-    float s = 0.0f;
-    for (int b = 0; b < split; b++) s += cluster.map_shared_rank(red, b)[e];
-    store_one<MT>(ep, row0, e, s);
-  }
-  cluster.sync(); /* keep this block's shared memory alive for the others */
 }
 
 /* x through a warp's cp.async ring (the "_xr" kernels), so that it arrives

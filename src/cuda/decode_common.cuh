@@ -274,13 +274,26 @@ __device__ __forceinline__ void reduce_and_store(const float (&acc)[R], float *r
     namespace cg = cooperative_groups;
     cg::cluster_group cluster = cg::this_cluster();
     cluster.sync(); /* every block's sums are in its shared memory */
-    const int per = (PIECES + split - 1) / split, lo = (int)cluster.block_rank() * per;
-    for (int p = lo + (int)threadIdx.x; p < min(PIECES, lo + per); p += WARPS * 32) {
-      const int token = p / (ROWS / 8), row = p % (ROWS / 8) * 8;
-      if (token >= ep.m || row0 + row >= ep.n) continue;
-      float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      for (int b = 0; b < split; b++) add8(s, cluster.map_shared_rank(red, b) + token * STRIDE + row, false);
-      store_eight(ep, row0 + row, token, s);
+    const int rank = (int)cluster.block_rank();
+    if (PIECES >= split * WARPS * 16) { /* 8 rows a thread, as above */
+      const int per = (PIECES + split - 1) / split, lo = rank * per;
+      for (int p = lo + (int)threadIdx.x; p < min(PIECES, lo + per); p += WARPS * 32) {
+        const int token = p / (ROWS / 8), row = p % (ROWS / 8) * 8;
+        if (token >= ep.m || row0 + row >= ep.n) continue;
+        float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int b = 0; b < split; b++) add8(s, cluster.map_shared_rank(red, b) + token * STRIDE + row, false);
+        store_eight(ep, row0 + row, token, s);
+      }
+    } else { /* too few pieces for the threads (kv_a's split 8 lost 5% so): one output a thread */
+      constexpr int OUTS = TOKENS * ROWS;
+      const int per = (OUTS + split - 1) / split, lo = rank * per;
+      for (int o = lo + (int)threadIdx.x; o < min(OUTS, lo + per); o += WARPS * 32) {
+        const int token = o / ROWS, row = o % ROWS;
+        if (token >= ep.m || row0 + row >= ep.n) continue;
+        float s = 0.0f;
+        for (int b = 0; b < split; b++) s += cluster.map_shared_rank(red, b)[token * STRIDE + row];
+        store_at(ep, row0 + row, token, s);
+      }
     }
     cluster.sync(); /* keep this block's shared memory alive for the others */
   } else {

@@ -257,20 +257,29 @@ __device__ __forceinline__ void reduce_and_store(const float (&acc)[R], float *r
 #pragma unroll
       for (int i = 0; i < 8; i++) s[i] = first ? v[i] : s[i] + v[i];
     };
-    for (int p = threadIdx.x; p < PIECES; p += WARPS * 32) {
+    /* The block's sum of 8 rows of one token. */
+    auto sum_warps = [&](float (&s)[8], int token, int row) {
+#pragma unroll
+      for (int w = 0; w < WARPS; w++) add8(s, red + (w * TOKENS + token) * STRIDE + row, w == 0);
+    };
+    if (split == 1) {
+      for (int p = threadIdx.x; p < PIECES; p += WARPS * 32) {
+        const int token = p / (ROWS / 8), row = p % (ROWS / 8) * 8;
+        if (token >= ep.m || row0 + row >= ep.n) continue;
+        float s[8];
+        sum_warps(s, token, row);
+        store_eight(ep, row0 + row, token, s);
+      }
+      return;
+    }
+    for (int p = threadIdx.x; p < PIECES; p += WARPS * 32) { /* into warp 0's place, for the cluster */
       const int token = p / (ROWS / 8), row = p % (ROWS / 8) * 8;
       if (token >= ep.m || row0 + row >= ep.n) continue;
       float s[8];
+      sum_warps(s, token, row);
 #pragma unroll
-      for (int w = 0; w < WARPS; w++) add8(s, red + (w * TOKENS + token) * STRIDE + row, w == 0);
-      if (split == 1) {
-        store_eight(ep, row0 + row, token, s);
-      } else { /* the block's sum, in warp 0's place, for the cluster */
-#pragma unroll
-        for (int i = 0; i < 8; i++) red[token * STRIDE + row + i] = s[i];
-      }
+      for (int i = 0; i < 8; i++) red[token * STRIDE + row + i] = s[i];
     }
-    if (split == 1) return;
     namespace cg = cooperative_groups;
     cg::cluster_group cluster = cg::this_cluster();
     cluster.sync(); /* every block's sums are in its shared memory */

@@ -1,0 +1,261 @@
+/* The end of the decode kernels (skinny_bf16.cu, w4a16_stream.cu): a
+ * block's warps, and a cluster's blocks, sum their partial results in a
+ * fixed order, then the bias, the rounding to y's dtype and the stores.
+ * CUDA C++ only. */
+#ifndef TGEMM_CUDA_DECODE_EPILOGUE_CUH
+#define TGEMM_CUDA_DECODE_EPILOGUE_CUH
+
+#include <cooperative_groups.h>
+#include <cuda_runtime.h>
+#include <stddef.h>
+
+#include "cuda/cuda_args.h"
+
+namespace tgemm_decode {
+
+/* Where the finished sums go. */
+struct epilogue {
+  const void *bias; /* [n] or NULL */
+  int bias_dtype;   /* tgemm_dtype */
+  void *y;          /* [m, n] with row stride ldy */
+  long long ldy;
+  int y_f32;        /* 1: f32 y, 0: bf16 y */
+  int m, n;
+};
+
+__device__ __forceinline__ float load_bias(const void *bias, int dtype, int row) {
+  if (dtype == TGEMM_F32) return static_cast<const float *>(bias)[row];
+  unsigned short h = static_cast<const unsigned short *>(bias)[row];
+  if (dtype == TGEMM_BF16) return __uint_as_float((unsigned)h << 16);
+  float f;
+  asm("{ .reg .b16 t; mov.b16 t, %1; cvt.f32.f16 %0, t; }" : "=f"(f) : "h"(h));
+  return f;
+}
+
+/* Element e of the fragment-ordered accumulator array (register r = e / 32
+ * of lane e % 32) holds, for the m16n8 tile (r / 4) = tile * MT +
+ * token_group: row g (+8 when r % 4 >= 2) and token 2c + (r % 2), with
+ * g = lane / 4, c = lane % 4. */
+template <int MT>
+__device__ __forceinline__ void element_at(int row0, int e, int *row, int *token) {
+  const int r = e >> 5, lane = e & 31;
+  const int i = r & 3, tile_group = r >> 2;
+  const int group = tile_group % MT, tile = tile_group / MT;
+  *row = row0 + 16 * tile + (lane >> 2) + ((i & 2) ? 8 : 0);
+  *token = 8 * group + 2 * (lane & 3) + (i & 1);
+}
+
+/* Does element e land in y (a real row and token)?  At M = 1 only one
+ * element in eight does, so the reductions skip the rest. */
+template <int MT>
+__device__ __forceinline__ bool element_used(const epilogue &ep, int row0, int e) {
+  int row, token;
+  element_at<MT>(row0, e, &row, &token);
+  return row < ep.n && token < ep.m;
+}
+
+/* bf16 bits of f, rounded to nearest even (NaN stays NaN). */
+__device__ __forceinline__ unsigned bf16_bits(float f) {
+  const unsigned u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
+  return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+
+/* Writes one finished sum to y[token, row] (bias added here). */
+__device__ __forceinline__ void store_at(const epilogue &ep, int row, int token, float sum) {
+  if (ep.bias) sum += load_bias(ep.bias, ep.bias_dtype, row);
+  long long at = (long long)token * ep.ldy + row;
+  if (ep.y_f32)
+    static_cast<float *>(ep.y)[at] = sum;
+  else
+    static_cast<unsigned short *>(ep.y)[at] = (unsigned short)bf16_bits(sum);
+}
+
+/* Writes one finished sum (element e, see element_at). */
+template <int MT>
+__device__ __forceinline__ void store_one(const epilogue &ep, int row0, int e, float sum) {
+  int row, token;
+  element_at<MT>(row0, e, &row, &token);
+  if (row >= ep.n || token >= ep.m) return;
+  store_at(ep, row, token, sum);
+}
+
+/* Writes 8 finished sums to y[token, row .. row+7] (bias added here): one
+ * 16-byte store (two for f32 y) where the rows exist and y is aligned. */
+__device__ __forceinline__ void store_eight(const epilogue &ep, int row, int token,
+                                            const float (&sum)[8]) {
+  const long long at = (long long)token * ep.ldy + row;
+  const size_t bytes = ep.y_f32 ? 4 : 2;
+  if (row + 8 > ep.n || (reinterpret_cast<size_t>(ep.y) + at * bytes) % 16 != 0) {
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+      if (row + i < ep.n) store_at(ep, row + i, token, sum[i]);
+    return;
+  }
+  float v[8];
+#pragma unroll
+  for (int i = 0; i < 8; i++) v[i] = ep.bias ? sum[i] + load_bias(ep.bias, ep.bias_dtype, row + i) : sum[i];
+  if (ep.y_f32) {
+    float4 *y = reinterpret_cast<float4 *>(static_cast<float *>(ep.y) + at);
+    y[0] = make_float4(v[0], v[1], v[2], v[3]);
+    y[1] = make_float4(v[4], v[5], v[6], v[7]);
+  } else {
+    unsigned w[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) w[i] = bf16_bits(v[2 * i]) | bf16_bits(v[2 * i + 1]) << 16;
+    *reinterpret_cast<uint4 *>(static_cast<unsigned short *>(ep.y) + at) = make_uint4(w[0], w[1], w[2], w[3]);
+  }
+}
+
+/* Whether reduce_and_store sums a block's warps through a [token][row]
+ * layout, 8 rows of one token a thread, and writes y 16 bytes at a time:
+ * when the block has at least one such piece per two threads (tiles · MT
+ * >= warps).  One output a thread cost ~30 instructions an output; at
+ * M = 16 that was up to a third of a kernel with many rows a block (kv_b:
+ * 2 us of 7).  With few outputs and many warps (q_a's 16 warps of one
+ * tile), one output a thread keeps more threads busy and stays faster
+ * (BENCHMARKS.md). */
+__host__ __device__ constexpr bool reduce_by_rows(int warps, int tiles, int mt) {
+  return tiles * mt >= warps;
+}
+
+/* Floats of shared memory reduce_and_store needs: with the row layout, a
+ * token's 16·tiles rows are padded by 4 so that the fragment-ordered
+ * writes of a warp fall in distinct banks. */
+__host__ __device__ constexpr size_t reduce_floats(int warps, int tiles, int mt) {
+  return reduce_by_rows(warps, tiles, mt) ? (size_t)warps * 8 * mt * (16 * tiles + 4)
+                                          : (size_t)warps * tiles * mt * 4 * 32;
+}
+
+/* reduce_and_store through the [token][row] layout (reduce_by_rows). */
+template <int WARPS, int R, int MT>
+__device__ __forceinline__ void reduce_rows_and_store(const float (&acc)[R], float *red, int split,
+                                                      int row0, const epilogue &ep) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  constexpr int T = R / (4 * MT);
+  constexpr int ROWS = 16 * T, STRIDE = ROWS + 4, TOKENS = 8 * MT, PIECES = TOKENS * ROWS / 8;
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+    int row, token;
+    element_at<MT>(0, r * 32 + lane, &row, &token);
+    red[(warp * TOKENS + token) * STRIDE + row] = acc[r];
+  }
+  __syncthreads();
+  /* s[0..7] += the 8 floats at f (16-byte aligned), or s = them. */
+  auto add8 = [](float (&s)[8], const float *f, bool first) {
+    const float4 lo = reinterpret_cast<const float4 *>(f)[0], hi = reinterpret_cast<const float4 *>(f)[1];
+    const float v[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+#pragma unroll
+    for (int i = 0; i < 8; i++) s[i] = first ? v[i] : s[i] + v[i];
+  };
+  /* The block's sum of 8 rows of one token. */
+  auto sum_warps = [&](float (&s)[8], int token, int row) {
+#pragma unroll
+    for (int w = 0; w < WARPS; w++) add8(s, red + (w * TOKENS + token) * STRIDE + row, w == 0);
+  };
+  if (split == 1) {
+    for (int p = threadIdx.x; p < PIECES; p += WARPS * 32) {
+      const int token = p / (ROWS / 8), row = p % (ROWS / 8) * 8;
+      if (token >= ep.m || row0 + row >= ep.n) continue;
+      float s[8];
+      sum_warps(s, token, row);
+      store_eight(ep, row0 + row, token, s);
+    }
+    return;
+  }
+  for (int p = threadIdx.x; p < PIECES; p += WARPS * 32) { /* into warp 0's place, for the cluster */
+    const int token = p / (ROWS / 8), row = p % (ROWS / 8) * 8;
+    if (token >= ep.m || row0 + row >= ep.n) continue;
+    float s[8];
+    sum_warps(s, token, row);
+#pragma unroll
+    for (int i = 0; i < 8; i++) red[token * STRIDE + row + i] = s[i];
+  }
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync(); /* every block's sums are in its shared memory */
+  const int rank = (int)cluster.block_rank();
+  if (PIECES >= split * WARPS * 16) { /* 8 rows a thread, as above */
+    const int per = (PIECES + split - 1) / split, lo = rank * per;
+    for (int p = lo + (int)threadIdx.x; p < min(PIECES, lo + per); p += WARPS * 32) {
+      const int token = p / (ROWS / 8), row = p % (ROWS / 8) * 8;
+      if (token >= ep.m || row0 + row >= ep.n) continue;
+      float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (int b = 0; b < split; b++) add8(s, cluster.map_shared_rank(red, b) + token * STRIDE + row, false);
+      store_eight(ep, row0 + row, token, s);
+    }
+  } else { /* too few pieces for the threads (kv_a's split 8 lost 5% so): one output a thread */
+    constexpr int OUTS = TOKENS * ROWS;
+    const int per = (OUTS + split - 1) / split, lo = rank * per;
+    for (int o = lo + (int)threadIdx.x; o < min(OUTS, lo + per); o += WARPS * 32) {
+      const int token = o / ROWS, row = o % ROWS;
+      if (token >= ep.m || row0 + row >= ep.n) continue;
+      float s = 0.0f;
+      for (int b = 0; b < split; b++) s += cluster.map_shared_rank(red, b)[token * STRIDE + row];
+      store_at(ep, row0 + row, token, s);
+    }
+  }
+  cluster.sync(); /* keep this block's shared memory alive for the others */
+}
+
+/* reduce_and_store one output a thread, in the fragment order. */
+template <int WARPS, int R, int MT>
+__device__ __forceinline__ void reduce_elements_and_store(const float (&acc)[R], float *red,
+                                                          int split, int row0, const epilogue &ep) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  constexpr int E = R * 32;
+#pragma unroll
+  for (int r = 0; r < R; r++)
+    if (element_used<MT>(ep, row0, r * 32 + lane)) red[(warp * R + r) * 32 + lane] = acc[r];
+  __syncthreads();
+  if (split == 1) {
+    for (int e = threadIdx.x; e < E; e += WARPS * 32) {
+      if (!element_used<MT>(ep, row0, e)) continue;
+      float s = red[e];
+#pragma unroll
+      for (int w = 1; w < WARPS; w++) s += red[w * E + e];
+      store_one<MT>(ep, row0, e, s);
+    }
+    return;
+  }
+  for (int e = threadIdx.x; e < E; e += WARPS * 32) {
+    if (!element_used<MT>(ep, row0, e)) continue;
+    float s = red[e];
+#pragma unroll
+    for (int w = 1; w < WARPS; w++) s += red[w * E + e];
+    red[e] = s;
+  }
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync(); /* every block's partial sums are in its shared memory */
+  const int rank = (int)cluster.block_rank();
+  const int per = (E + split - 1) / split;
+  const int lo = rank * per, hi = min(E, lo + per);
+  for (int e = lo + (int)threadIdx.x; e < hi; e += WARPS * 32) {
+    if (!element_used<MT>(ep, row0, e)) continue;
+    float s = 0.0f;
+    for (int b = 0; b < split; b++) s += cluster.map_shared_rank(red, b)[e];
+    store_one<MT>(ep, row0, e, s);
+  }
+  cluster.sync(); /* keep this block's shared memory alive for the others */
+}
+
+/* Sums the R accumulators of every warp of the block, then (split > 1) of
+ * every block of the cluster through distributed shared memory, and writes
+ * y.  red: shared memory of reduce_floats(WARPS, tiles, MT) floats
+ * (elements that land outside y are neither stored nor summed).  Fixed
+ * summation order, warp 0 first, then the cluster's blocks in rank order,
+ * the same in both layouts: the result does not depend on timing or on the
+ * layout. */
+template <int WARPS, int R, int MT>
+__device__ __forceinline__ void reduce_and_store(const float (&acc)[R], float *red, int split,
+                                                 int row0, const epilogue &ep) {
+  if constexpr (reduce_by_rows(WARPS, R / (4 * MT), MT))
+    reduce_rows_and_store<WARPS, R, MT>(acc, red, split, row0, ep);
+  else
+    reduce_elements_and_store<WARPS, R, MT>(acc, red, split, row0, ep);
+}
+
+}  // namespace tgemm_decode
+
+#endif

@@ -153,37 +153,38 @@ __device__ __forceinline__ void reduce_rows_and_store(const float (&acc)[R], flo
 #pragma unroll
     for (int w = 0; w < WARPS; w++) add8(s, red + (w * TOKENS + token) * STRIDE + row, w == 0);
   };
-  if (split == 1) {
-    for (int p = threadIdx.x; p < PIECES; p += WARPS * 32) {
+  /* body(token, row) for this thread's pieces in [lo, hi) that land in y. */
+  auto for_pieces = [&](int lo, int hi, auto body) {
+    for (int p = lo + (int)threadIdx.x; p < hi; p += WARPS * 32) {
       const int token = p / (ROWS / 8), row = p % (ROWS / 8) * 8;
-      if (token >= ep.m || row0 + row >= ep.n) continue;
+      if (token < ep.m && row0 + row < ep.n) body(token, row);
+    }
+  };
+  if (split == 1) {
+    for_pieces(0, PIECES, [&](int token, int row) {
       float s[8];
       sum_warps(s, token, row);
       store_eight(ep, row0 + row, token, s);
-    }
+    });
     return;
   }
-  for (int p = threadIdx.x; p < PIECES; p += WARPS * 32) { /* into warp 0's place, for the cluster */
-    const int token = p / (ROWS / 8), row = p % (ROWS / 8) * 8;
-    if (token >= ep.m || row0 + row >= ep.n) continue;
+  for_pieces(0, PIECES, [&](int token, int row) { /* into warp 0's place, for the cluster */
     float s[8];
     sum_warps(s, token, row);
 #pragma unroll
     for (int i = 0; i < 8; i++) red[token * STRIDE + row + i] = s[i];
-  }
+  });
   namespace cg = cooperative_groups;
   cg::cluster_group cluster = cg::this_cluster();
   cluster.sync(); /* every block's sums are in its shared memory */
   const int rank = (int)cluster.block_rank();
   if (PIECES >= split * WARPS * 16) { /* 8 rows a thread, as above */
     const int per = (PIECES + split - 1) / split, lo = rank * per;
-    for (int p = lo + (int)threadIdx.x; p < min(PIECES, lo + per); p += WARPS * 32) {
-      const int token = p / (ROWS / 8), row = p % (ROWS / 8) * 8;
-      if (token >= ep.m || row0 + row >= ep.n) continue;
+    for_pieces(lo, min(PIECES, lo + per), [&](int token, int row) {
       float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
       for (int b = 0; b < split; b++) add8(s, cluster.map_shared_rank(red, b) + token * STRIDE + row, false);
       store_eight(ep, row0 + row, token, s);
-    }
+    });
   } else { /* too few pieces for the threads (kv_a's split 8 lost 5% so): one output a thread */
     constexpr int OUTS = TOKENS * ROWS;
     const int per = (OUTS + split - 1) / split, lo = rank * per;

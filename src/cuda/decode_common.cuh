@@ -37,6 +37,33 @@ __device__ __forceinline__ void keep(int &v) { asm volatile("" : "+r"(v)); }
 __device__ __forceinline__ void keep(unsigned &v) { asm volatile("" : "+r"(v)); }
 __device__ __forceinline__ void keep(long long &v) { asm volatile("" : "+l"(v)); }
 
+/* Where a block works: its row group and its rank among the `split` blocks
+ * of its cluster (blockIdx.x = group * split + rank), read from the cluster
+ * registers.  Dividing blockIdx.x by split cost every warp ~25 instructions
+ * before its first copy. */
+__device__ __forceinline__ void block_place(int split, int *group, int *rank) {
+  if (split == 1) {
+    *group = (int)blockIdx.x, *rank = 0;
+    return;
+  }
+  unsigned cluster, in_cluster;
+  asm("mov.u32 %0, %%clusterid.x;" : "=r"(cluster));
+  asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(in_cluster));
+  *group = (int)cluster, *rank = (int)in_cluster;
+}
+
+/* A call's whole batches dealt round robin to its workers (the warps of a
+ * cluster): worker w takes batches w, w + workers, ...  Dealt on the host
+ * (deal_batches): the 64-bit division on the device cost every warp ~30
+ * instructions before its first copy. */
+struct deal {
+  int full;  /* batches entirely inside K */
+  int per;   /* full / workers: what every worker takes */
+  int extra; /* full % workers: workers below it take one more, and worker
+              * `extra` also takes the partial batch, if K has one */
+  __device__ __forceinline__ int count(int worker) const { return per + (worker < extra); }
+};
+
 /* 16-byte weight load: read-only path, no L1 allocation, L2 evict-first,
  * and a 256-byte L2 prefetch so that DRAM serves whole bursts. */
 __device__ __forceinline__ uint4 load_stream16(const void *ptr, unsigned long long policy) {
@@ -128,7 +155,7 @@ __device__ __forceinline__ uint4 load8_scalar(const unsigned short *p, long long
 template <int MT, int XCH>
 struct x_ring_copy {
   static_assert(XCH >= 4 && 32 % XCH == 0, "a token's pieces must tile a warp evenly");
-  long long src[MT][XCH / 4]; /* element offset of the piece's token row */
+  int src[MT][XCH / 4];       /* element offset of the piece's token row (x_offsets_fit) */
   int dst[XCH / 4];           /* stored piece index inside a token group */
   unsigned bytes[MT][XCH / 4]; /* 16 for a token below m, else 0 (zero fill) */
 
@@ -140,7 +167,7 @@ struct x_ring_copy {
       dst[i] = r * XCH + swizzle(r, p);
 #pragma unroll
       for (int mt = 0; mt < MT; mt++) {
-        src[mt][i] = (long long)min(8 * mt + r, m - 1) * ldx;
+        src[mt][i] = min(8 * mt + r, m - 1) * (int)ldx;
         bytes[mt][i] = 8 * mt + r < m ? 16u : 0u;
       }
     }
@@ -219,6 +246,21 @@ static inline config fallback_config(config safe, config cfg) {
   safe.trigger = cfg.trigger;
   return safe;
 }
+
+/* `full` whole batches dealt to `workers` workers (see deal); false where
+ * they do not fit an int (K beyond 2^36). */
+static inline bool deal_batches(long long full, int workers, deal *out) {
+  if (full < 0 || full > INT_MAX || workers < 1) return false;
+  out->full = (int)full;
+  out->per = (int)(full / workers);
+  out->extra = (int)(full % workers);
+  return true;
+}
+
+/* Do the offsets of x's rows fit the int offsets of an x ring's copy plan
+ * (x_ring_copy::src: up to 15 rows of ldx elements)?  Kernels that copy x
+ * through their ring need it; the element-load fallback does not. */
+static inline bool x_offsets_fit(long long ldx) { return ldx >= 0 && ldx <= INT_MAX / 16; }
 
 /* The configuration a kernel's params describe (see fill_kernel). */
 static inline config config_of(const tgemm__kernel *kernel) {

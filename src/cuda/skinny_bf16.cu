@@ -33,6 +33,7 @@ struct skinny_args {
   const unsigned short *w;
   long long ldw;
   long long k;
+  tgemm_decode::deal batches; /* whole batches of KU k, dealt to the workers */
   int split;
   int trigger; /* tgemm_decode::trigger: where the next kernel may launch */
   epilogue ep;
@@ -61,8 +62,9 @@ __global__ void __launch_bounds__(WARPS * 32)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, c = lane & 3;
   const int split = a.split;
-  const int rank = (int)(blockIdx.x % (unsigned)split);
-  const int row0 = (int)(blockIdx.x / (unsigned)split) * 16 * T;
+  int group, rank;
+  tgemm_decode::block_place(split, &group, &rank);
+  const int row0 = group * 16 * T;
   const int workers = split * WARPS;
   const int worker = rank * WARPS + warp;
   const int n = a.ep.n, m = a.ep.m;
@@ -106,13 +108,13 @@ __global__ void __launch_bounds__(WARPS * 32)
       }
   };
 
-  const long long full = k / KU; /* batches entirely inside K */
+  const long long full = a.batches.full; /* batches entirely inside K */
   /* The partial last batch, read with bounds checks by the worker whose
    * turn it is, before its main loop, so that its loads overlap the first
    * batch's.  (Copying it through the ring instead was faster on such K
    * but slowed the loop of every other shape: BENCHMARKS.md.) */
   auto tail = [&]() {
-    if (full * KU >= k || worker != (int)(full % workers)) return;
+    if (full * KU >= k || worker != a.batches.extra) return;
     uint4 v[T][U][2];
 #pragma unroll
     for (int j = 0; j < U; j++) {
@@ -135,7 +137,7 @@ __global__ void __launch_bounds__(WARPS * 32)
   };
   if constexpr (ST > 0) {
     uint4 *ring = smem + (size_t)warp * ST * SLOTS * 32 + lane;
-    const long long mine = worker < full ? (full - 1 - worker) / workers + 1 : 0;
+    const long long mine = a.batches.count(worker);
     /* XR: the warp's x ring after the weight rings.  Lane (g, c) reads
      * piece 4j + c of token g; from U = 2 a token's pieces span 128 bytes
      * or more, so odd tokens store piece p at p ^ 4 and the quarter warp's
@@ -378,7 +380,8 @@ extern "C" cudaError_t tgemm__skinny_bf16_run(const tgemm__kernel *kernel,
 
   const int mt = args->m > 8 ? 2 : 1;
   const bool aligned = ((uintptr_t)args->x % 16 == 0) && ((uintptr_t)args->w % 16 == 0) &&
-                       args->ldx % 8 == 0 && args->ldw % 8 == 0;
+                       args->ldx % 8 == 0 && args->ldw % 8 == 0 &&
+                       tgemm_decode::x_offsets_fit(args->ldx);
   kernel_fn fn;
   if (aligned) {
     fn = find_vec_kernel(mt, cfg);
@@ -395,6 +398,9 @@ extern "C" cudaError_t tgemm__skinny_bf16_run(const tgemm__kernel *kernel,
   a.w = static_cast<const unsigned short *>(args->w);
   a.ldw = args->ldw;
   a.k = args->k;
+  if (!tgemm_decode::deal_batches(args->k / (32LL * cfg.unroll), cfg.split * cfg.warps,
+                                  &a.batches))
+    return cudaErrorInvalidValue;
   a.split = cfg.split;
   a.trigger = cfg.trigger;
   a.ep = tgemm_decode::epilogue_of(args);

@@ -49,6 +49,7 @@ struct w4_args {
   long long lds;
   long long k;
   long long k_blocks; /* ceil(k / 32) */
+  tgemm_decode::deal batches; /* whole batches of BU blocks, dealt to the workers */
   int split;
   int trigger; /* tgemm_decode::trigger: where the next kernel may launch */
   epilogue ep;
@@ -86,8 +87,9 @@ __global__ void __launch_bounds__(WARPS * 32)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, c = lane & 3;
   const int split = a.split;
-  const int rank = (int)(blockIdx.x % (unsigned)split);
-  const int row0 = (int)(blockIdx.x / (unsigned)split) * 16 * T;
+  int group, rank;
+  tgemm_decode::block_place(split, &group, &rank);
+  const int row0 = group * 16 * T;
   const int workers = split * WARPS;
   const int worker = rank * WARPS + warp;
   const int n = a.ep.n, m = a.ep.m;
@@ -154,7 +156,7 @@ __global__ void __launch_bounds__(WARPS * 32)
     for (int j = 0; j < U; j++) load_x(xv[j], batch * BU + 4 * j + c, 32);
   };
 
-  const long long full = (k / 32) / BU; /* batches whose blocks all lie inside K */
+  const long long full = a.batches.full; /* batches whose blocks all lie inside K */
   /* The last, partial batch: blocks past ceil(k/32) are skipped (zero), the
    * block that straddles k reads x with bounds checks (its W padding is
    * zero by the format, and x past k must not be read).  Its worker runs
@@ -163,7 +165,7 @@ __global__ void __launch_bounds__(WARPS * 32)
    * (Copying it through the ring instead slowed the loop of every other
    * shape: BENCHMARKS.md.) */
   auto tail = [&]() {
-    if (full * BU >= a.k_blocks || worker != (int)(full % workers)) return;
+    if (full * BU >= a.k_blocks || worker != a.batches.extra) return;
     uint4 v[T][U][2];
     unsigned s[T][U][2];
     uint4 xv[U][MT][4];
@@ -201,7 +203,7 @@ __global__ void __launch_bounds__(WARPS * 32)
         (int)((size_t)WARPS * ST * SLOTS * 32 * 16 + ((size_t)warp * ST * SLOTS * 8 + g) * 4);
     int sread_at = sring_at + c;
     int scale_copier = c == 0;
-    const int mine = worker < full ? (int)((full - 1 - worker) / workers) + 1 : 0;
+    const int mine = a.batches.count(worker);
     /* Loop-carried cursors (copy-in pointers, x pointers, ring stages) that
      * advance by one stride per batch: recomputing each address from the
      * batch index cost ~200 integer instructions per batch, on the pipe
@@ -520,7 +522,8 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
   /* The ring copies 16-byte weight pieces and 4-byte scale words. */
   const bool aligned = ((uintptr_t)args->x % 16 == 0) && ((uintptr_t)args->w_packed % 16 == 0) &&
                        ((uintptr_t)args->w_scales % 4 == 0) && args->ldx % 8 == 0 &&
-                       args->ldw_packed % 16 == 0 && args->ldw_scales % 4 == 0;
+                       args->ldw_packed % 16 == 0 && args->ldw_scales % 4 == 0 &&
+                       tgemm_decode::x_offsets_fit(args->ldx);
   kernel_fn fn;
   if (aligned) {
     fn = find_vec_kernel(mt, cfg);
@@ -540,6 +543,9 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
   a.lds = args->ldw_scales;
   a.k = args->k;
   a.k_blocks = k_blocks;
+  if (!tgemm_decode::deal_batches(args->k / 32 / (4LL * cfg.unroll), cfg.split * cfg.warps,
+                                  &a.batches))
+    return cudaErrorInvalidValue;
   a.split = cfg.split;
   a.trigger = cfg.trigger;
   a.ep = tgemm_decode::epilogue_of(args);

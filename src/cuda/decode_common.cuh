@@ -262,6 +262,12 @@ static inline bool deal_batches(long long full, int workers, deal *out) {
  * through their ring need it; the element-load fallback does not. */
 static inline bool x_offsets_fit(long long ldx) { return ldx >= 0 && ldx <= INT_MAX / 16; }
 
+/* Do `rows` rows of `ld` bytes fit 32-bit byte offsets (the ring kernels'
+ * weight rows)?  Where not, the element-load fallback runs. */
+static inline bool rows_fit_u32(long long rows, long long ld) {
+  return rows >= 0 && ld >= 0 && rows * ld <= (long long)UINT_MAX;
+}
+
 /* The configuration a kernel's params describe (see fill_kernel). */
 static inline config config_of(const tgemm__kernel *kernel) {
   return config{kernel->params[0], kernel->params[1], kernel->params[2],

@@ -100,9 +100,19 @@ __device__ __forceinline__ void store_eight(const epilogue &ep, int row, int tok
     y[0] = make_float4(v[0], v[1], v[2], v[3]);
     y[1] = make_float4(v[4], v[5], v[6], v[7]);
   } else {
+    /* cvt.rn.bf16x2 rounds as bf16_bits does in one instruction a pair,
+     * but makes every NaN the canonical one: sums with a NaN (rare) take
+     * bf16_bits, which keeps the payload as the CPU reference does. */
+    bool nan = false;
+#pragma unroll
+    for (int i = 0; i < 8; i++) nan |= v[i] != v[i];
     unsigned w[4];
 #pragma unroll
-    for (int i = 0; i < 4; i++) w[i] = bf16_bits(v[2 * i]) | bf16_bits(v[2 * i + 1]) << 16;
+    for (int i = 0; i < 4; i++)
+      if (nan)
+        w[i] = bf16_bits(v[2 * i]) | bf16_bits(v[2 * i + 1]) << 16;
+      else
+        asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(w[i]) : "f"(v[2 * i + 1]), "f"(v[2 * i]));
     *reinterpret_cast<uint4 *>(static_cast<unsigned short *>(ep.y) + at) = make_uint4(w[0], w[1], w[2], w[3]);
   }
 }

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <type_traits>
+
 #include "cuda/w4a16_decode.cuh"
 #include "cuda/w4a16_stream.cuh"
 
@@ -95,15 +97,23 @@ __global__ void __launch_bounds__(WARPS * 32)
   const int n = a.ep.n, m = a.ep.m;
   const long long k = a.k;
 
-  /* qp/sp point at the lane's own block (+c); srow at the row's scales. */
+  /* qp/sp point at the lane's own block (+c); srow at the row's scales.
+   * The aligned kernels keep the byte offsets in 32 bits (the host checks
+   * that the weights allow it, tgemm_decode::rows_fit_u32): 64-bit row
+   * products cost a warp of four tiles ~80 instructions before its first
+   * copy.  The fallback takes any size. */
+  using offset = std::conditional_t<VEC, unsigned, unsigned long long>;
+  offset qoff[T][2], soff[T][2];
   const unsigned char *qp[T][2], *sp[T][2], *srow[T][2];
 #pragma unroll
   for (int t = 0; t < T; t++)
 #pragma unroll
     for (int h = 0; h < 2; h++) {
-      const long long row = min(row0 + 16 * t + g + 8 * h, n - 1);
-      qp[t][h] = a.wq + row * a.ldq + 16 * c;
-      srow[t][h] = a.ws + row * a.lds;
+      const offset row = (offset)min(row0 + 16 * t + g + 8 * h, n - 1);
+      qoff[t][h] = row * (offset)a.ldq + 16 * c;
+      soff[t][h] = row * (offset)a.lds;
+      qp[t][h] = a.wq + qoff[t][h];
+      srow[t][h] = a.ws + soff[t][h];
       sp[t][h] = srow[t][h] + c;
     }
   const unsigned short *xp[MT];
@@ -213,8 +223,8 @@ __global__ void __launch_bounds__(WARPS * 32)
     for (int t = 0; t < T; t++)
 #pragma unroll
       for (int h = 0; h < 2; h++) {
-        in_q[t][h] = qp[t][h] + (long long)worker * BU * 16;
-        in_s[t][h] = srow[t][h] + (long long)worker * BU;
+        in_q[t][h] = a.wq + (qoff[t][h] + (offset)worker * BU * 16);
+        in_s[t][h] = a.ws + (soff[t][h] + (offset)worker * BU);
       }
     const unsigned short *xc[MT];
 #pragma unroll
@@ -523,7 +533,9 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
   const bool aligned = ((uintptr_t)args->x % 16 == 0) && ((uintptr_t)args->w_packed % 16 == 0) &&
                        ((uintptr_t)args->w_scales % 4 == 0) && args->ldx % 8 == 0 &&
                        args->ldw_packed % 16 == 0 && args->ldw_scales % 4 == 0 &&
-                       tgemm_decode::x_offsets_fit(args->ldx);
+                       tgemm_decode::x_offsets_fit(args->ldx) &&
+                       tgemm_decode::rows_fit_u32(args->n, args->ldw_packed) &&
+                       tgemm_decode::rows_fit_u32(args->n, args->ldw_scales);
   kernel_fn fn;
   if (aligned) {
     fn = find_vec_kernel(mt, cfg);

@@ -38,18 +38,14 @@ __device__ __forceinline__ void keep(unsigned &v) { asm volatile("" : "+r"(v)); 
 __device__ __forceinline__ void keep(long long &v) { asm volatile("" : "+l"(v)); }
 
 /* Where a block works: its row group and its rank among the `split` blocks
- * of its cluster (blockIdx.x = group * split + rank), read from the cluster
- * registers.  Dividing blockIdx.x by split cost every warp ~25 instructions
- * before its first copy. */
+ * of its cluster (blockIdx.x = group * split + rank, the cluster's own
+ * rank order).  split is one of kSplits, a power of two, so a shift and a
+ * mask do it: dividing blockIdx.x by split cost every warp ~25
+ * instructions before its first copy. */
 __device__ __forceinline__ void block_place(int split, int *group, int *rank) {
-  if (split == 1) {
-    *group = (int)blockIdx.x, *rank = 0;
-    return;
-  }
-  unsigned cluster, in_cluster;
-  asm("mov.u32 %0, %%clusterid.x;" : "=r"(cluster));
-  asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(in_cluster));
-  *group = (int)cluster, *rank = (int)in_cluster;
+  const unsigned shift = (unsigned)(__ffs(split) - 1);
+  *group = (int)(blockIdx.x >> shift);
+  *rank = (int)(blockIdx.x & (unsigned)(split - 1));
 }
 
 /* A call's whole batches dealt round robin to its workers (the warps of a
@@ -215,7 +211,8 @@ struct config {
   int trigger; /* enum trigger */
 };
 
-/* The cluster splits every instantiated kernel is offered with. */
+/* The cluster splits every instantiated kernel is offered with (powers of
+ * two: block_place relies on it). */
 constexpr int kSplits[] = {1, 2, 4, 8};
 
 /* A kernel's name, "<prefix>_w<warps>_t<tiles>_u<unroll>_p<stages>_s<split>"

@@ -379,11 +379,13 @@ extern "C" cudaError_t tgemm__skinny_bf16_run(const tgemm__kernel *kernel,
   if (!tgemm_decode::bias_ok(args)) return cudaErrorInvalidValue;
 
   const int mt = args->m > 8 ? 2 : 1;
-  const bool aligned = ((uintptr_t)args->x % 16 == 0) && ((uintptr_t)args->w % 16 == 0) &&
+  /* The ring kernels copy 16-byte pieces and keep x's offsets in 32 bits;
+   * the element-load fallback takes every other call. */
+  const bool ring_ok = ((uintptr_t)args->x % 16 == 0) && ((uintptr_t)args->w % 16 == 0) &&
                        args->ldx % 8 == 0 && args->ldw % 8 == 0 &&
                        tgemm_decode::x_offsets_fit(args->ldx);
   kernel_fn fn;
-  if (aligned) {
+  if (ring_ok) {
     fn = find_vec_kernel(mt, cfg);
   } else {
     cfg = tgemm_decode::fallback_config(kSafe, cfg);

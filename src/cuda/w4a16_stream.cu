@@ -529,15 +529,17 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
   const long long k_blocks = (args->k + 31) / 32;
 
   const int mt = args->m > 8 ? 2 : 1;
-  /* The ring copies 16-byte weight pieces and 4-byte scale words. */
-  const bool aligned = ((uintptr_t)args->x % 16 == 0) && ((uintptr_t)args->w_packed % 16 == 0) &&
+  /* The ring kernels copy 16-byte weight pieces and 4-byte scale words, and
+   * keep x's and the weights' offsets in 32 bits; the element-load fallback
+   * takes every other call. */
+  const bool ring_ok = ((uintptr_t)args->x % 16 == 0) && ((uintptr_t)args->w_packed % 16 == 0) &&
                        ((uintptr_t)args->w_scales % 4 == 0) && args->ldx % 8 == 0 &&
                        args->ldw_packed % 16 == 0 && args->ldw_scales % 4 == 0 &&
                        tgemm_decode::x_offsets_fit(args->ldx) &&
                        tgemm_decode::rows_fit_u32(args->n, args->ldw_packed) &&
                        tgemm_decode::rows_fit_u32(args->n, args->ldw_scales);
   kernel_fn fn;
-  if (aligned) {
+  if (ring_ok) {
     fn = find_vec_kernel(mt, cfg);
   } else {
     cfg = tgemm_decode::fallback_config(kSafe, cfg);

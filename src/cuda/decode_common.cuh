@@ -312,6 +312,7 @@ static inline epilogue epilogue_of(const tgemm__cuda_gemm_args *args) {
   ep.y_f32 = args->y_dtype == TGEMM_F32;
   ep.m = (int)args->m;
   ep.n = (int)args->n;
+  ep.exchange_at = 0;
   return ep;
 }
 

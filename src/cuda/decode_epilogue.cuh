@@ -5,10 +5,10 @@
 #ifndef TGEMM_CUDA_DECODE_EPILOGUE_CUH
 #define TGEMM_CUDA_DECODE_EPILOGUE_CUH
 
-#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 #include <stddef.h>
 
+#include "cuda/cluster_exchange.cuh"
 #include "cuda/cuda_args.h"
 
 namespace tgemm_decode {
@@ -21,6 +21,7 @@ struct epilogue {
   long long ldy;
   int y_f32;        /* 1: f32 y, 0: bf16 y */
   int m, n;
+  int exchange_at;  /* split > 1: byte offset of the exchange area in dynamic shared memory */
 };
 
 __device__ __forceinline__ float load_bias(const void *bias, int dtype, int row) {
@@ -130,20 +131,37 @@ __host__ __device__ constexpr bool reduce_by_rows(int warps, int tiles, int mt) 
 }
 
 /* Floats of shared memory reduce_and_store needs: with the row layout, a
- * token's 16·tiles rows are padded by 4 so that the fragment-ordered
- * writes of a warp fall in distinct banks. */
-__host__ __device__ constexpr size_t reduce_floats(int warps, int tiles, int mt) {
-  return reduce_by_rows(warps, tiles, mt) ? (size_t)warps * 8 * mt * (16 * tiles + 4)
-                                          : (size_t)warps * tiles * mt * 4 * 32;
+ * token's 16·tiles rows are padded (partial_stride) so that the fragment-
+ * ordered writes of a warp fall in distinct banks; the element layout of a
+ * split kernel puts the block's partial, in the row layout, after the
+ * warps' sums. */
+__host__ __device__ constexpr size_t reduce_floats(int warps, int tiles, int mt, int split) {
+  return reduce_by_rows(warps, tiles, mt)
+             ? (size_t)warps * 8 * mt * partial_stride(tiles)
+             : (size_t)warps * tiles * mt * 4 * 32 +
+                   (split > 1 ? (size_t)8 * mt * partial_stride(tiles) : 0);
+}
+
+/* Dynamic shared memory of a decode kernel whose rings take `ring` bytes:
+ * the rings, or the reduction buffer where larger, then for split > 1 the
+ * exchange area, at exchange_offset. */
+static inline size_t exchange_offset(size_t ring, int warps, int tiles, int mt, int split) {
+  const size_t red = reduce_floats(warps, tiles, mt, split) * sizeof(float);
+  return ((ring > red ? ring : red) + 15) / 16 * 16;
+}
+static inline size_t decode_smem_bytes(size_t ring, int warps, int tiles, int mt, int split) {
+  const size_t at = exchange_offset(ring, warps, tiles, mt, split);
+  return split > 1 ? at + exchange_bytes(tiles, mt) : at;
 }
 
 /* reduce_and_store through the [token][row] layout (reduce_by_rows). */
 template <int WARPS, int R, int MT>
-__device__ __forceinline__ void reduce_rows_and_store(const float (&acc)[R], float *red, int split,
+__device__ __forceinline__ void reduce_rows_and_store(const float (&acc)[R], float *red,
+                                                      unsigned char *area, int split, int rank,
                                                       int row0, const epilogue &ep) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   constexpr int T = R / (4 * MT);
-  constexpr int ROWS = 16 * T, STRIDE = ROWS + 4, TOKENS = 8 * MT, PIECES = TOKENS * ROWS / 8;
+  constexpr int ROWS = 16 * T, STRIDE = partial_stride(T), TOKENS = 8 * MT, PIECES = TOKENS * ROWS / 8;
 #pragma unroll
   for (int r = 0; r < R; r++) {
     int row, token;
@@ -151,120 +169,97 @@ __device__ __forceinline__ void reduce_rows_and_store(const float (&acc)[R], flo
     red[(warp * TOKENS + token) * STRIDE + row] = acc[r];
   }
   __syncthreads();
-  /* s[0..7] += the 8 floats at f (16-byte aligned), or s = them. */
-  auto add8 = [](float (&s)[8], const float *f, bool first) {
-    const float4 lo = reinterpret_cast<const float4 *>(f)[0], hi = reinterpret_cast<const float4 *>(f)[1];
-    const float v[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
-#pragma unroll
-    for (int i = 0; i < 8; i++) s[i] = first ? v[i] : s[i] + v[i];
-  };
-  /* The block's sum of 8 rows of one token. */
+  /* The block's sum of 8 rows of one token, warp 0 first. */
   auto sum_warps = [&](float (&s)[8], int token, int row) {
 #pragma unroll
-    for (int w = 0; w < WARPS; w++) add8(s, red + (w * TOKENS + token) * STRIDE + row, w == 0);
+    for (int w = 0; w < WARPS; w++) {
+      const float *f = red + (w * TOKENS + token) * STRIDE + row;
+      const float4 lo = reinterpret_cast<const float4 *>(f)[0], hi = reinterpret_cast<const float4 *>(f)[1];
+      const float v[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+#pragma unroll
+      for (int i = 0; i < 8; i++) s[i] = w == 0 ? v[i] : s[i] + v[i];
+    }
   };
-  /* body(token, row) for this thread's pieces in [lo, hi) that land in y. */
-  auto for_pieces = [&](int lo, int hi, auto body) {
-    for (int p = lo + (int)threadIdx.x; p < hi; p += WARPS * 32) {
+  /* body(token, row) for this thread's pieces that land in y. */
+  auto for_pieces = [&](auto body) {
+    for (int p = (int)threadIdx.x; p < PIECES; p += WARPS * 32) {
       const int token = p / (ROWS / 8), row = p % (ROWS / 8) * 8;
       if (token < ep.m && row0 + row < ep.n) body(token, row);
     }
   };
   if (split == 1) {
-    for_pieces(0, PIECES, [&](int token, int row) {
+    for_pieces([&](int token, int row) {
       float s[8];
       sum_warps(s, token, row);
       store_eight(ep, row0 + row, token, s);
     });
     return;
   }
-  for_pieces(0, PIECES, [&](int token, int row) { /* into warp 0's place, for the cluster */
+  for_pieces([&](int token, int row) { /* the block's partial, into warp 0's place */
     float s[8];
     sum_warps(s, token, row);
 #pragma unroll
     for (int i = 0; i < 8; i++) red[token * STRIDE + row + i] = s[i];
   });
-  namespace cg = cooperative_groups;
-  cg::cluster_group cluster = cg::this_cluster();
-  cluster.sync(); /* every block's sums are in its shared memory */
-  const int rank = (int)cluster.block_rank();
-  if (PIECES >= split * WARPS * 16) { /* 8 rows a thread, as above */
-    const int per = (PIECES + split - 1) / split, lo = rank * per;
-    for_pieces(lo, min(PIECES, lo + per), [&](int token, int row) {
-      float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      for (int b = 0; b < split; b++) add8(s, cluster.map_shared_rank(red, b) + token * STRIDE + row, false);
-      store_eight(ep, row0 + row, token, s);
-    });
-  } else { /* too few pieces for the threads (kv_a's split 8 lost 5% so): one output a thread */
-    constexpr int OUTS = TOKENS * ROWS;
-    const int per = (OUTS + split - 1) / split, lo = rank * per;
-    for (int o = lo + (int)threadIdx.x; o < min(OUTS, lo + per); o += WARPS * 32) {
-      const int token = o / ROWS, row = o % ROWS;
-      if (token >= ep.m || row0 + row >= ep.n) continue;
-      float s = 0.0f;
-      for (int b = 0; b < split; b++) s += cluster.map_shared_rank(red, b)[token * STRIDE + row];
-      store_at(ep, row0 + row, token, s);
-    }
-  }
-  cluster.sync(); /* keep this block's shared memory alive for the others */
+  exchange_and_sum<WARPS, T, MT>(red, area, split, rank, row0, ep.m, ep.n,
+                                 [&](int token, int row, const float(&s)[8]) {
+                                   store_eight(ep, row0 + row, token, s);
+                                 });
 }
 
 /* reduce_and_store one output a thread, in the fragment order. */
 template <int WARPS, int R, int MT>
 __device__ __forceinline__ void reduce_elements_and_store(const float (&acc)[R], float *red,
-                                                          int split, int row0, const epilogue &ep) {
+                                                          unsigned char *area, int split, int rank,
+                                                          int row0, const epilogue &ep) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  constexpr int E = R * 32;
+  constexpr int E = R * 32, T = R / (4 * MT);
 #pragma unroll
   for (int r = 0; r < R; r++)
     if (element_used<MT>(ep, row0, r * 32 + lane)) red[(warp * R + r) * 32 + lane] = acc[r];
   __syncthreads();
-  if (split == 1) {
-    for (int e = threadIdx.x; e < E; e += WARPS * 32) {
-      if (!element_used<MT>(ep, row0, e)) continue;
-      float s = red[e];
-#pragma unroll
-      for (int w = 1; w < WARPS; w++) s += red[w * E + e];
-      store_one<MT>(ep, row0, e, s);
-    }
-    return;
-  }
-  for (int e = threadIdx.x; e < E; e += WARPS * 32) {
-    if (!element_used<MT>(ep, row0, e)) continue;
+  /* The block's sum of element e, warp 0 first. */
+  auto sum_warps = [&](int e) {
     float s = red[e];
 #pragma unroll
     for (int w = 1; w < WARPS; w++) s += red[w * E + e];
-    red[e] = s;
+    return s;
+  };
+  if (split == 1) {
+    for (int e = threadIdx.x; e < E; e += WARPS * 32)
+      if (element_used<MT>(ep, row0, e)) store_one<MT>(ep, row0, e, sum_warps(e));
+    return;
   }
-  namespace cg = cooperative_groups;
-  cg::cluster_group cluster = cg::this_cluster();
-  cluster.sync(); /* every block's partial sums are in its shared memory */
-  const int rank = (int)cluster.block_rank();
-  const int per = (E + split - 1) / split;
-  const int lo = rank * per, hi = min(E, lo + per);
-  for (int e = lo + (int)threadIdx.x; e < hi; e += WARPS * 32) {
+  float *part = red + WARPS * E; /* the block's partial in the row layout */
+  for (int e = threadIdx.x; e < E; e += WARPS * 32) {
     if (!element_used<MT>(ep, row0, e)) continue;
-    float s = 0.0f;
-    for (int b = 0; b < split; b++) s += cluster.map_shared_rank(red, b)[e];
-    store_one<MT>(ep, row0, e, s);
+    int row, token;
+    element_at<MT>(0, e, &row, &token);
+    part[token * partial_stride(T) + row] = sum_warps(e);
   }
-  cluster.sync(); /* keep this block's shared memory alive for the others */
+  exchange_and_sum<WARPS, T, MT>(part, area, split, rank, row0, ep.m, ep.n,
+                                 [&](int token, int row, const float(&s)[8]) {
+                                   store_eight(ep, row0 + row, token, s);
+                                 });
 }
 
 /* Sums the R accumulators of every warp of the block, then (split > 1) of
- * every block of the cluster through distributed shared memory, and writes
- * y.  red: shared memory of reduce_floats(WARPS, tiles, MT) floats
- * (elements that land outside y are neither stored nor summed).  Fixed
- * summation order, warp 0 first, then the cluster's blocks in rank order,
- * the same in both layouts: the result does not depend on timing or on the
- * layout. */
+ * every block of the cluster (cluster_exchange.cuh: the kernel called
+ * exchange_begin at its start), and writes y.  red: shared memory of
+ * reduce_floats(WARPS, tiles, MT, split) floats; smem: the dynamic shared
+ * memory, whose exchange area is at ep.exchange_at.  Elements that land
+ * outside y are neither stored nor summed.  Fixed summation order, warp 0
+ * first, then the cluster's blocks in rank order, the same in both
+ * layouts: the result does not depend on timing or on the layout. */
 template <int WARPS, int R, int MT>
-__device__ __forceinline__ void reduce_and_store(const float (&acc)[R], float *red, int split,
+__device__ __forceinline__ void reduce_and_store(const float (&acc)[R], float *red,
+                                                 unsigned char *smem, int split, int rank,
                                                  int row0, const epilogue &ep) {
+  unsigned char *area = smem + ep.exchange_at;
   if constexpr (reduce_by_rows(WARPS, R / (4 * MT), MT))
-    reduce_rows_and_store<WARPS, R, MT>(acc, red, split, row0, ep);
+    reduce_rows_and_store<WARPS, R, MT>(acc, red, area, split, rank, row0, ep);
   else
-    reduce_elements_and_store<WARPS, R, MT>(acc, red, split, row0, ep);
+    reduce_elements_and_store<WARPS, R, MT>(acc, red, area, split, rank, row0, ep);
 }
 
 }  // namespace tgemm_decode

@@ -91,6 +91,9 @@ __global__ void __launch_bounds__(WARPS * 32)
   const int split = a.split;
   int group, rank;
   tgemm_decode::block_place(split, &group, &rank);
+  if (split > 1)
+    tgemm_decode::exchange_begin<T, MT>(reinterpret_cast<unsigned char *>(smem) + a.ep.exchange_at,
+                                        split);
   const int row0 = group * 16 * T;
   const int workers = split * WARPS;
   const int worker = rank * WARPS + warp;
@@ -384,8 +387,9 @@ __global__ void __launch_bounds__(WARPS * 32)
   if (a.trigger == tgemm_decode::kTriggerAfterLoop) tgemm_decode::allow_next_launch();
   if constexpr (ST > 0) __syncthreads(); /* the rings become the reduction buffer */
   W4_PHASE(3);
-  tgemm_decode::reduce_and_store<WARPS, R, MT>(acc, reinterpret_cast<float *>(smem), split, row0,
-                                               a.ep);
+  tgemm_decode::reduce_and_store<WARPS, R, MT>(acc, reinterpret_cast<float *>(smem),
+                                               reinterpret_cast<unsigned char *>(smem), split,
+                                               rank, row0, a.ep);
   W4_PHASE(4);
 }
 
@@ -426,14 +430,18 @@ kernel_fn find_safe_kernel(int mt) {
                  : w4a16_stream_kernel<2, 4, 1, 1, 0, false, false>;
 }
 
-/* Dynamic shared memory: weight, scale (and x) rings, or the reduction
- * buffer. */
-size_t smem_bytes(config cfg, int mt) {
+/* Bytes of the weight, scale (and x) rings. */
+size_t ring_bytes(config cfg, int mt) {
   size_t slots = (size_t)cfg.warps * cfg.stages * cfg.tiles * cfg.unroll * 2;
   size_t ring = slots * 32 * 16 + slots * 8 * 4;
   if (cfg.x_ring) ring += (size_t)cfg.warps * cfg.stages * mt * 8 * 16 * cfg.unroll * 16;
-  size_t red = tgemm_decode::reduce_floats(cfg.warps, cfg.tiles, mt) * sizeof(float);
-  return ring > red ? ring : red;
+  return ring;
+}
+
+/* Dynamic shared memory: the rings or the reduction buffer, then the
+ * cluster's exchange area (tgemm_decode::decode_smem_bytes). */
+size_t smem_bytes(config cfg, int mt) {
+  return tgemm_decode::decode_smem_bytes(ring_bytes(cfg, mt), cfg.warps, cfg.tiles, mt, cfg.split);
 }
 
 /* Each worker (warp of the cluster) must get at least one batch, and the
@@ -563,6 +571,8 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
   a.split = cfg.split;
   a.trigger = cfg.trigger;
   a.ep = tgemm_decode::epilogue_of(args);
+  a.ep.exchange_at =
+      (int)tgemm_decode::exchange_offset(ring_bytes(cfg, mt), cfg.warps, cfg.tiles, mt, cfg.split);
   const long long groups = (args->n + 16LL * cfg.tiles - 1) / (16LL * cfg.tiles);
   return tgemm_decode::launch(fn, a, groups, cfg.split, cfg.warps, smem, args->stream);
 }

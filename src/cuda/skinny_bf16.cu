@@ -318,9 +318,10 @@ bool config_useful(const tgemm__shape *s, config cfg) {
  * of the 45 points, and within 1% at 42.  The next kernel may launch at
  * the start everywhere; x goes through the ring ("_xr") except on long
  * rows and on the small short-row weight up to M = 8:
- * - fewer 16-row tiles than half the SMs (N = 576): 16 warps of one k
- *   step on a 4-deep ring; from M = 9, 8 warps of two steps on a 2-deep
- *   ring, split 8;
+ * - fewer 16-row tiles than half the SMs (N = 576): 8 warps of two k
+ *   steps on a 4-deep ring, split 4 (since the cluster exchange of
+ *   2026-11-25: 4.42-4.59 us at M <= 8 against 5.13-5.21 for 16 warps
+ *   unsplit); from M = 9 on a 2-deep ring, split 8;
  * - at most one tile per SM (N <= 2112): 16 warps of two steps on a
  *   3-deep ring; from M = 9, 8 warps on a 4-deep ring;
  * - long rows (K >= 8192): register double buffers, 8 warps of 4 steps,
@@ -338,7 +339,7 @@ config default_config(const tgemm__shape *s, int sm_count) {
   const bool wide_m = s->m > 8;
   config cfg;
   if (2 * tiles16 < sm_count) {
-    cfg = wide_m ? config{8, 1, 2, 2, 8, 1} : config{16, 1, 1, 4, 1, 1};
+    cfg = wide_m ? config{8, 1, 2, 2, 8, 1} : config{8, 1, 2, 4, 4, 1};
     while (cfg.split > 1 && !config_useful(s, cfg)) cfg.split /= 2;
   } else if (tiles16 <= sm_count) {
     cfg = wide_m ? config{8, 1, 2, 4, 1, 1} : config{16, 1, 2, 3, 1, 1};

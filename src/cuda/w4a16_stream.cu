@@ -461,9 +461,10 @@ bool config_useful(const tgemm__shape *s, config cfg) {
  * ring ("_xr"); the next kernel may launch at the start unless "after
  * the loop" is said:
  * - fewer 16-row tiles than half the SMs but at least a quarter (N = 576):
- *   16 warps on a 4-deep ring at M <= 8, else 4 warps of two tiles on a
- *   2-deep ring, split 8, after the loop (4.81 us at M = 16 against 7.14
- *   for the earlier choice); fewer tiles still keep the earlier rule's
+ *   4 warps of one tile (two tiles from M = 9) on a 2-deep ring, split 8,
+ *   after the loop (since the cluster exchange of 2026-11-25: 3.26-3.41 us
+ *   at M <= 8 against 3.61-3.72 for 16 warps unsplit, 3.88 at M = 16);
+ *   fewer tiles still keep the earlier rule's
  *   clusters (4 warps, split 8; from M = 9 8 warps on a 4-deep ring, split
  *   2), which spread them over more SMs (no DeepSeek-V3 layer has so few);
  * - at most one tile per SM (N <= 2112): 16 warps on a 2-deep ring;
@@ -488,7 +489,8 @@ config default_config(const tgemm__shape *s, int sm_count) {
   config cfg;
   if (2 * tiles16 < sm_count) {
     if (4 * tiles16 >= sm_count) /* measured on N = 576: 36 tiles */
-      cfg = wide_m ? config{4, 2, 1, 2, 8, 1, kTriggerAfterLoop} : config{16, 1, 1, 4, 1, 1};
+      cfg = wide_m ? config{4, 2, 1, 2, 8, 1, kTriggerAfterLoop}
+                   : config{4, 1, 1, 2, 8, 1, kTriggerAfterLoop};
     else /* fewer tiles: the earlier rule's splits, not remeasured */
       cfg = wide_m ? config{8, 1, 1, 4, 2, 1} : config{4, 1, 1, 4, 8, 1};
     while (cfg.split > 1 && !config_useful(s, cfg)) cfg.split /= 2;

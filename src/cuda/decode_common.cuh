@@ -214,6 +214,9 @@ struct config {
 /* The cluster splits every instantiated kernel is offered with (powers of
  * two: block_place relies on it). */
 constexpr int kSplits[] = {1, 2, 4, 8};
+static_assert(sizeof kSplits / sizeof kSplits[0] == 4 && kSplits[3] == 8,
+              "cluster_exchange.cuh: every block of a split-8 cluster owns one of 8 tokens; a "
+              "larger split would leave blocks without tokens");
 
 /* A kernel's name, "<prefix>_w<warps>_t<tiles>_u<unroll>_p<stages>_s<split>"
  * plus "_xr" with x in the ring and "_tl" with the trigger after the loop,

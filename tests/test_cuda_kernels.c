@@ -23,6 +23,7 @@
 
 #include "core/internal.h"
 #include "cuda/cuda_backend.h"
+#include "cuda/mxfp4_pair.cuh"
 
 
 typedef struct test_case {
@@ -201,6 +202,7 @@ static void check_w4a16_misaligned(tgemm_ctx *ctx, const test_case *tc, const tg
   struct tgemm_weight odd = *ops->w;
   odd.has_dense = false;
   odd.owns_mxfp4 = false;
+  odd.backend_data = NULL; /* borrowed: the standard nibble order */
   odd.mxfp4.data = p_dev;
   odd.mxfp4.ld = pld;
   odd.mxfp4.scales = s_dev + 1;
@@ -267,7 +269,8 @@ static void run_case(const test_case *tc, int index) {
 
   CHECK(weight->has_mxfp4, "the weight has no MXFP4 form");
   if (weight->has_mxfp4) {
-    /* The weight's GPU-quantized bytes must be the CPU reference's. */
+    /* The weight's GPU-quantized bytes must be the CPU reference's, in the
+     * paired nibble order the backend keeps owned weights in. */
     int64_t pc = tgemm_mxfp4_packed_cols(k), sc = tgemm_mxfp4_scale_cols(k);
     uint8_t *packed_ref = malloc((size_t)(n * pc)), *scales_ref = malloc((size_t)(n * sc));
     /* Owned scale rows are padded to 16 bytes (see weight.c); compare the used bytes. */
@@ -281,8 +284,15 @@ static void run_case(const test_case *tc, int index) {
                           TGEMM_COPY_DEVICE_TO_HOST));
     CHECK_OK(tgemm_memcpy(ctx, scales_gpu, weight->mxfp4.scales, (size_t)(n * sld),
                           TGEMM_COPY_DEVICE_TO_HOST));
-    CHECK(memcmp(packed_gpu, packed_ref, (size_t)(n * pc)) == 0,
-          "weight MXFP4 codes differ from the CPU reference (N=%lld K=%lld mode %s)",
+    uint8_t *paired_ref = malloc((size_t)(n * pc));
+    for (int64_t i = 0; i < n * pc; i += 4) {
+      uint32_t word;
+      memcpy(&word, packed_ref + i, 4);
+      word = tgemm__mxfp4_pair_word(word);
+      memcpy(paired_ref + i, &word, 4);
+    }
+    CHECK(memcmp(packed_gpu, paired_ref, (size_t)(n * pc)) == 0,
+          "weight MXFP4 codes differ from the CPU reference, paired (N=%lld K=%lld mode %s)",
           (long long)n, (long long)k, tgemm_scale_mode_name(mode));
     int64_t bad_row = -1;
     for (int64_t i = 0; i < n && bad_row < 0; i++)
@@ -297,6 +307,19 @@ static void run_case(const test_case *tc, int index) {
     if (m <= 16 && sc % 4 == 0) check_w4a16_misaligned(ctx, tc, &ops, packed_ref, scales_ref,
                                                          ref16, ref, y_poison, y_bytes, y_host);
 
+    /* The same codes lent in the standard order (a borrowed MXFP4 weight):
+     * every MXFP4 kernel reads both orders. */
+    uint8_t *std_dev = upload(ctx, packed_ref, (size_t)(n * pc));
+    struct tgemm_weight lent = *weight;
+    lent.has_dense = false;
+    lent.owns_mxfp4 = false;
+    lent.backend_data = NULL;
+    lent.mxfp4.data = std_dev;
+    tgemm__operands lent_ops = ops;
+    lent_ops.w = &lent;
+    printf("         the same codes lent in the standard nibble order\n");
+    run_route(ctx, TGEMM_ROUTE_W4A16, tc, &lent_ops, ref16, ref, y_poison, y_bytes, y_host);
+
     /* The reference route on a weight given only in MXFP4. */
     struct tgemm_weight mx_only = *weight;
     mx_only.has_dense = false;
@@ -309,6 +332,10 @@ static void run_case(const test_case *tc, int index) {
     double *ref4 = malloc(sizeof(double) * (size_t)(m * n));
     ref_gemm(xq, wq, bd, m, n, k, ref4);
     run_route(ctx, TGEMM_ROUTE_W4A4, tc, &ops, ref4, ref, y_poison, y_bytes, y_host);
+    run_route(ctx, TGEMM_ROUTE_W4A4, tc, &lent_ops, ref4, ref, y_poison, y_bytes, y_host);
+    run_route(ctx, TGEMM_ROUTE_REFERENCE, tc, &lent_ops, ref16, NULL, y_poison, y_bytes, y_host);
+    tgemm_free(ctx, std_dev);
+    free(paired_ref);
     free(xq);
     free(ref4);
     free(ref16);

@@ -10,7 +10,8 @@
  *   bash bench/device/probe.sh --build     (here; builds it into build-suite-carry/)
  *   build-suite-carry/phaseprobe           (device: the built-in list below)
  *   build-suite-carry/phaseprobe LAYER N K M KERNEL [LAYER N K M KERNEL ...]
- *                                          (device: those kernels, by candidate name) */
+ *                                          (device: those kernels, by candidate name;
+ *                                          TGEMM_PROBE_PAIRED=1: their paired-order variants) */
 #define TGEMM_W4_PHASES 4096
 #include "../../src/cuda/w4a16_stream.cu"
 
@@ -72,6 +73,10 @@ void run(const experiment &e) {
   a.y = y, a.ldy = e.n, a.y_dtype = TGEMM_BF16;
   a.sm_count = 132;
   a.stream = stream;
+  /* TGEMM_PROBE_PAIRED=1: the kernels that read the paired nibble order
+   * (the random bytes serve either order: timing only). */
+  const char *paired = getenv("TGEMM_PROBE_PAIRED");
+  a.w_paired = paired && !strcmp(paired, "1");
   const int calls = copies * std::max(1, 200 / copies);
   for (int i = 0; i < copies; i++) { /* warm-up, eager */
     a.w_packed = wq[i], a.w_scales = ws[i];

@@ -17,6 +17,7 @@
 #include "cuda/cuda_args.h"
 #include "cuda/cuda_check.h"
 #include "cuda/l2_flush.cuh"
+#include "cuda/mxfp4_pair.cuh"
 #include "cuda/mxfp4_quant.cuh"
 #include "cuda/reference_gemm.cuh"
 #include "cuda/skinny_bf16.cuh"
@@ -47,6 +48,12 @@ typedef struct cuda_state {
   size_t flush_bytes;
   unsigned flush_count;
 } cuda_state;
+
+/* What the backend keeps of a weight: whether its MXFP4 bytes are in the
+ * paired nibble order. */
+typedef struct cuda_weight {
+  bool paired;
+} cuda_weight;
 
 typedef int (*family_candidates_fn)(const tgemm__shape *shape, int sm_count, tgemm__kernel *out,
                                     int cap);
@@ -362,6 +369,7 @@ static tgemm_status cuda_run(tgemm_ctx *ctx, const tgemm__kernel *kernel,
     a.w_scales = (const uint8_t *)w->mxfp4.scales;
     a.ldw_scales = w->mxfp4.scales_ld;
     a.w_dtype = TGEMM_MXFP4;
+    a.w_paired = w->backend_data && ((const cuda_weight *)w->backend_data)->paired;
   }
 
   cudaError_t err;
@@ -390,13 +398,40 @@ static tgemm_status cuda_run(tgemm_ctx *ctx, const tgemm__kernel *kernel,
 
 /* -------------------------------------------------------------- weights */
 
+/* An MXFP4 form the library owns (quantized here at load) is rewritten in
+ * place to the paired nibble order (mxfp4_pair.cuh), which the W4A16
+ * stream kernels read without regrouping x, about 7% of their time at
+ * M = 16 (BENCHMARKS.md); the other MXFP4 kernels read either order.  A
+ * borrowed MXFP4 weight is the caller's and stays as it is. */
 static tgemm_status cuda_weight_prepare(tgemm_ctx *ctx, struct tgemm_weight *weight) {
-  /* The MXFP4 form is made by the core through quantize(); nothing else
-   * is derived on the GPU. */
+  if (!weight->has_mxfp4 || !weight->owns_mxfp4) return TGEMM_OK;
+  cuda_weight *cw = calloc(1, sizeof *cw);
+  if (!cw) return tgemm__set_error(ctx, TGEMM_OUT_OF_MEMORY, "cuda weight_prepare: out of memory");
+  cuda_state *st = state_of(ctx);
+  tgemm_status status = make_current(ctx, st);
+  if (status != TGEMM_OK) {
+    free(cw);
+    return status;
+  }
+  const tgemm_matrix *q = &weight->mxfp4;
+  const int64_t row_bytes = tgemm_mxfp4_packed_cols(q->cols);
+  cudaError_t err = tgemm__mxfp4_pair_cuda((const uint8_t *)q->data, (uint8_t *)q->data, q->rows,
+                                           row_bytes, q->ld, st->stream);
+  if (err != cudaSuccess) {
+    free(cw);
+    return tgemm__cuda_fail(ctx, err, "tgemm__mxfp4_pair_cuda", "%lld x %lld MXFP4 weight",
+                            (long long)q->rows, (long long)q->cols);
+  }
+  cw->paired = true;
+  weight->backend_data = cw;
   return TGEMM_OK;
 }
 
-static void cuda_weight_release(tgemm_ctx *ctx, struct tgemm_weight *weight) {}
+static void cuda_weight_release(tgemm_ctx *ctx, struct tgemm_weight *weight) {
+  (void)ctx;
+  free(weight->backend_data);
+  weight->backend_data = NULL;
+}
 
 static tgemm_status cuda_quantize(tgemm_ctx *ctx, const tgemm_matrix *src,
                                   const tgemm_matrix *dst, tgemm_scale_mode mode) {

@@ -159,6 +159,40 @@ __device__ __forceinline__ void e2m1x8_to_f16x2(uint32_t w, uint32_t (&out)[4]) 
   out[3] |= __byte_perm(s_even, s_odd, 0x7733) & 0x80008000u;
 }
 
+/* The two decoders above for a word in the paired nibble order
+ * (mxfp4_pair.cuh: element 2p in nibble p, 2p+1 in nibble p+4).  The
+ * lookups give the even elements' bytes and the odd ones' in separate
+ * words, interleaved by two more permutes; a sign sits 4p+3 bits (even) or
+ * 4p+19 bits (odd) up, so one shift puts both of pair p on bits 15 and 31. */
+__device__ __forceinline__ void e2m1x8_paired_to_bf16x2(uint32_t w, uint32_t (&out)[4]) {
+  const uint32_t hi_a = 0x3F3F3F00u, hi_b = 0x40404040u;
+  const uint32_t lo_a = 0xC0800000u, lo_b = 0xC0804000u;
+  uint32_t mag = w & 0x77777777u;
+  uint32_t he = __byte_perm(hi_a, hi_b, mag), le = __byte_perm(lo_a, lo_b, mag);
+  uint32_t ho = __byte_perm(hi_a, hi_b, mag >> 16), lo = __byte_perm(lo_a, lo_b, mag >> 16);
+  uint32_t l01 = __byte_perm(le, lo, 0x5140), l23 = __byte_perm(le, lo, 0x7362);
+  uint32_t h01 = __byte_perm(he, ho, 0x5140), h23 = __byte_perm(he, ho, 0x7362);
+  out[0] = __byte_perm(l01, h01, 0x5140);
+  out[1] = __byte_perm(l01, h01, 0x7362);
+  out[2] = __byte_perm(l23, h23, 0x5140);
+  out[3] = __byte_perm(l23, h23, 0x7362);
+#pragma unroll
+  for (int p = 0; p < 4; p++) out[p] |= (w << (12 - 4 * p)) & 0x80008000u;
+}
+
+__device__ __forceinline__ void e2m1x8_paired_to_f16x2(uint32_t w, uint32_t (&out)[4]) {
+  const uint32_t hi_a = 0x3E3C3800u, hi_b = 0x46444240u;
+  uint32_t mag = w & 0x77777777u;
+  uint32_t he = __byte_perm(hi_a, hi_b, mag), ho = __byte_perm(hi_a, hi_b, mag >> 16);
+  uint32_t h01 = __byte_perm(he, ho, 0x5140), h23 = __byte_perm(he, ho, 0x7362);
+  out[0] = __byte_perm(h01, 0u, 0x1404);
+  out[1] = __byte_perm(h01, 0u, 0x3424);
+  out[2] = __byte_perm(h23, 0u, 0x1404);
+  out[3] = __byte_perm(h23, 0u, 0x3424);
+#pragma unroll
+  for (int p = 0; p < 4; p++) out[p] |= (w << (12 - 4 * p)) & 0x80008000u;
+}
+
 /* An E8M0 byte as a bf16x2 pair of 2^(byte-127) (byte 0: the subnormal
  * 2^-127; 0xFF: NaN). */
 __device__ __forceinline__ uint32_t e8m0_bf16x2(uint32_t byte) {

@@ -15,13 +15,16 @@ __device__ __forceinline__ double load_dense(const void *p, int dtype, int64_t i
   return __bfloat162float(static_cast<const __nv_bfloat16 *>(p)[i]);
 }
 
-/* Element k of MXFP4 row `row`: code in the low nibble for even k. */
+/* Element k of MXFP4 row `row`: in the standard order its code is nibble
+ * k % 8 of 32-bit word k / 8 (the low nibble of byte k / 2 for even k); in
+ * the paired order (mxfp4_pair.cuh) nibble k % 8 / 2, + 4 for odd k. */
 __device__ __forceinline__ double load_mxfp4(const uint8_t *packed, const uint8_t *scales,
-                                             int64_t k) {
+                                             int64_t k, bool paired) {
   uint8_t scale = scales[k / 32];
   if (scale == 0xFF) return __longlong_as_double(0x7ff8000000000000ll);
-  uint8_t byte = packed[k / 2];
-  int code = (k & 1) ? (byte >> 4) : (byte & 15);
+  const int e = (int)(k % 8), nibble = paired ? (e & 1) * 4 + e / 2 : e;
+  uint8_t byte = packed[k / 8 * 4 + nibble / 2];
+  int code = (nibble & 1) ? (byte >> 4) : (byte & 15);
   return ldexp((double)kE2m1[code], (int)scale - 127);
 }
 
@@ -42,7 +45,7 @@ __global__ void reference_kernel(tgemm__cuda_gemm_args a) {
         const uint8_t *packed = a.w_packed + j * a.ldw_packed;
         const uint8_t *scales = a.w_scales + j * a.ldw_scales;
         for (int64_t k = 0; k < a.k; k++)
-          acc += load_dense(x_row, a.x_dtype, k) * load_mxfp4(packed, scales, k);
+          acc += load_dense(x_row, a.x_dtype, k) * load_mxfp4(packed, scales, k, a.w_paired != 0);
       }
       if (a.bias) acc += load_dense(a.bias, a.bias_dtype, j);
       if (a.y_dtype == TGEMM_F32)

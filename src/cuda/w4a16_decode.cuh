@@ -86,8 +86,9 @@ __device__ __forceinline__ void load_x_block(uint4 (&xv)[MT][4],
 /* One block per lane and row: decode v (rows g and g+8 of T tiles) with
  * scale bytes s and multiply by x (MT token groups) into the fragment-
  * ordered accumulators, even words into acc and odd words into acc_odd
- * (two chains of dependent MMAs instead of one). */
-template <int MT, int T, int R>
+ * (two chains of dependent MMAs instead of one).  PAIRED: v is in the
+ * paired nibble order (mxfp4_pair.cuh), whose pairs match x as loaded. */
+template <int MT, int T, int R, bool PAIRED>
 __device__ __forceinline__ void block_step(float (&acc)[R], float (&acc_odd)[R],
                                            const uint4 (&v)[T][2], const unsigned (&s)[T][2],
                                            const uint4 (&xv)[MT][4], bool big) {
@@ -104,7 +105,14 @@ __device__ __forceinline__ void block_step(float (&acc)[R], float (&acc_odd)[R],
   for (int w = 0; w < 4; w++) {
     unsigned px[MT][4];
 #pragma unroll
-    for (int mt = 0; mt < MT; mt++) regroup_x(xv[mt][w], px[mt]);
+    for (int mt = 0; mt < MT; mt++) {
+      if constexpr (PAIRED) {
+        px[mt][0] = xv[mt][w].x, px[mt][1] = xv[mt][w].y;
+        px[mt][2] = xv[mt][w].z, px[mt][3] = xv[mt][w].w;
+      } else {
+        regroup_x(xv[mt][w], px[mt]);
+      }
+    }
 #pragma unroll
     for (int t = 0; t < T; t++) {
       const unsigned q0 = (&v[t][0].x)[w], q1 = (&v[t][1].x)[w];

@@ -70,6 +70,7 @@ struct mma_params {
   int splits;
   int mode; /* scale mode for A_Q_* */
   int x_fast, w_fast, ws_fast, xs_fast; /* alignment allows cp.async */
+  int w_paired; /* wp in the paired nibble order (mxfp4_pair.cuh) */
   int y_vec2; /* two adjacent outputs can be stored at once */
   int cluster; /* split-K CTAs form a cluster and reduce through DSMEM */
 };
@@ -427,10 +428,15 @@ __global__ void __launch_bounds__(WARPS_M *WARPS_N * 32,
       if constexpr (!POST) {
         const uint32_t row_lo = (uint32_t)(uintptr_t)p.ws + (uint32_t)(n0 + r) * (uint32_t)p.ldws;
         const uint32_t byte = stage[C::kWSOff + r * kSRow + scale_slot(row_lo, kb0, j >> 2)];
-        tgemm_mx::e2m1x8_to_bf16x2(w, out);
+        if (p.w_paired)
+          tgemm_mx::e2m1x8_paired_to_bf16x2(w, out);
+        else
+          tgemm_mx::e2m1x8_to_bf16x2(w, out);
         const uint32_t sc = tgemm_mx::e8m0_bf16x2(byte);
 #pragma unroll
         for (int q = 0; q < 4; q++) out[q] = tgemm_mx::bf16x2_mul(out[q], sc);
+      } else if (p.w_paired) {
+        tgemm_mx::e2m1x8_paired_to_f16x2(w, out);
       } else {
         tgemm_mx::e2m1x8_to_f16x2(w, out);
       }
@@ -776,6 +782,7 @@ extern "C" cudaError_t tgemm__mx_mma_launch(const tgemm__cuda_gemm_args *args,
   p.ws = args->w_scales;
   p.ldws = args->ldw_scales;
   p.w_fast = aligned_to(args->w_packed, args->ldw_packed, 16);
+  p.w_paired = args->w_paired != 0;
   p.ws_fast = (uintptr_t)args->w_scales % 4 == 0;
   p.bias = args->bias;
   p.bias_dtype = (int)args->bias_dtype;

@@ -73,7 +73,7 @@ __device__ __forceinline__ uint4 load16_bytes(const unsigned char *p) {
  * or element loads.  XR: the ring also carries the batch's x, so that x
  * arrives ST-1 batches ahead instead of being read from L2 right before
  * its MMAs (at M = 16 the warps stalled mostly on those reads). */
-template <int MT, int WARPS, int T, int U, int ST, bool VEC, bool XR>
+template <int MT, int WARPS, int T, int U, int ST, bool VEC, bool XR, bool PAIRED>
 __global__ void __launch_bounds__(WARPS * 32)
     w4a16_stream_kernel(const __grid_constant__ w4_args a) {
   static_assert(ST == 0 || (VEC && ST >= 2), "the ring needs aligned copies");
@@ -143,7 +143,7 @@ __global__ void __launch_bounds__(WARPS * 32)
     for (int t = 0; t < T; t++)
 #pragma unroll
       for (int h = 0; h < 2; h++) vj[t][h] = v[t][j][h], sj[t][h] = s[t][j][h];
-    tgemm_w4::block_step<MT, T>(acc, acc_odd, vj, sj, xv, big);
+    tgemm_w4::block_step<MT, T, R, PAIRED>(acc, acc_odd, vj, sj, xv, big);
   };
   /* A whole batch; scales above 2^1 are rare in real weights, so one vote
    * keeps their second multiply off the common path. */
@@ -412,12 +412,14 @@ using tgemm_decode::config;
 const int kConfigs[][5] = {TGEMM_W4S_CONFIGS(TGEMM_W4S_ROW)};
 #undef TGEMM_W4S_ROW
 
-kernel_fn find_vec_kernel(int mt, config cfg) {
+kernel_fn find_vec_kernel(int mt, config cfg, bool paired) {
 #define TGEMM_W4S_FIND(W, T, U, ST, XR)                                         \
   if (cfg.warps == W && cfg.tiles == T && cfg.unroll == U && cfg.stages == ST && \
       cfg.x_ring == XR)                                                         \
-    return mt == 1 ? w4a16_stream_kernel<1, W, T, U, ST, true, XR>              \
-                   : w4a16_stream_kernel<2, W, T, U, ST, true, XR>;
+    return mt == 1 ? (paired ? w4a16_stream_kernel<1, W, T, U, ST, true, XR, true>  \
+                             : w4a16_stream_kernel<1, W, T, U, ST, true, XR, false>) \
+                   : (paired ? w4a16_stream_kernel<2, W, T, U, ST, true, XR, true>  \
+                             : w4a16_stream_kernel<2, W, T, U, ST, true, XR, false>);
   TGEMM_W4S_CONFIGS(TGEMM_W4S_FIND)
 #undef TGEMM_W4S_FIND
   return NULL;
@@ -425,9 +427,12 @@ kernel_fn find_vec_kernel(int mt, config cfg) {
 
 /* The element-load fallback for unaligned operands: one configuration. */
 const config kSafe = {4, 1, 1, 0, 1, 0};
-kernel_fn find_safe_kernel(int mt) {
-  return mt == 1 ? w4a16_stream_kernel<1, 4, 1, 1, 0, false, false>
-                 : w4a16_stream_kernel<2, 4, 1, 1, 0, false, false>;
+kernel_fn find_safe_kernel(int mt, bool paired) {
+  if (paired)
+    return mt == 1 ? w4a16_stream_kernel<1, 4, 1, 1, 0, false, false, true>
+                   : w4a16_stream_kernel<2, 4, 1, 1, 0, false, false, true>;
+  return mt == 1 ? w4a16_stream_kernel<1, 4, 1, 1, 0, false, false, false>
+                 : w4a16_stream_kernel<2, 4, 1, 1, 0, false, false, false>;
 }
 
 /* Bytes of the weight, scale (and x) rings. */
@@ -550,10 +555,10 @@ extern "C" cudaError_t tgemm__w4a16_stream_run(const tgemm__kernel *kernel,
                        tgemm_decode::rows_fit_u32(args->n, args->ldw_scales);
   kernel_fn fn;
   if (ring_ok) {
-    fn = find_vec_kernel(mt, cfg);
+    fn = find_vec_kernel(mt, cfg, args->w_paired != 0);
   } else {
     cfg = tgemm_decode::fallback_config(kSafe, cfg);
-    fn = find_safe_kernel(mt);
+    fn = find_safe_kernel(mt, args->w_paired != 0);
   }
   if (!fn) return cudaErrorInvalidValue;
   const size_t smem = smem_bytes(cfg, mt);

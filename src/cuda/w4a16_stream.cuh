@@ -31,7 +31,9 @@ int tgemm__w4a16_stream_candidates(const tgemm__shape *shape, int sm_count,
                                    tgemm__kernel *out, int cap);
 
 /* Runs one candidate on args->stream.  Needs args->w_packed/w_scales
- * (MXFP4, ldw_packed >= ceil(k/32)*16, ldw_scales >= ceil(k/32)), bf16 x,
+ * (MXFP4, ldw_packed >= ceil(k/32)*16, ldw_scales >= ceil(k/32); the packed
+ * bytes in the standard order, or in the paired one with args->w_paired,
+ * which saves four byte permutes per x load: mxfp4_pair.cuh), bf16 x,
  * bf16/f32 y, bias NULL or bf16/f16/f32.  When x or the packed weight
  * (pointer or leading dimension) is not 16-byte aligned, or the scales not
  * 4-byte aligned, the run silently uses a scalar-load kernel (same result

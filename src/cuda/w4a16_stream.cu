@@ -328,8 +328,7 @@ __global__ void __launch_bounds__(WARPS * 32)
       if (i == 0) W4_PHASE(1);
       compute(v, s, xv);
     };
-    /* Unrolled by ST, so that every stage offset is a constant. */
-    for (int i0 = 0; i0 < mine; i0 += ST) {
+    auto pin = [&]() {
       tgemm_decode::keep(ring_at), tgemm_decode::keep(sring_at), tgemm_decode::keep(sread_at);
       tgemm_decode::keep(scale_copier);
       if constexpr (XR) {
@@ -338,10 +337,27 @@ __global__ void __launch_bounds__(WARPS * 32)
         for (int w = 0; w < 4; w++) tgemm_decode::keep(xread_at[w]);
         xcopy.keep_in_registers();
       }
+    };
+    /* Unrolled by ST, so that every stage offset is a constant; but a warp
+     * with a large batch (T·U·MT >= 4 tile groups) and few batches runs each
+     * unrolled copy once or twice, and fetching that much code stalled it:
+     * ~half the warp stalls of o_proj TP8's M = 16 kernel waited for
+     * instructions (Nsight Compute), and the rolled loop is 4.6% faster
+     * there (BENCHMARKS.md). */
+    if (T * U * MT >= 4 && mine <= 4) {
+#pragma unroll 1
+      for (int i = 0; i < mine; i++) {
+        pin();
+        consume(i, i % ST);
+      }
+    } else {
+      for (int i0 = 0; i0 < mine; i0 += ST) {
+        pin();
 #pragma unroll
-      for (int stage = 0; stage < ST; stage++) {
-        if (i0 + stage >= mine) break;
-        consume(i0 + stage, stage);
+        for (int stage = 0; stage < ST; stage++) {
+          if (i0 + stage >= mine) break;
+          consume(i0 + stage, stage);
+        }
       }
     }
     tgemm_decode::cp_async_wait<0>();

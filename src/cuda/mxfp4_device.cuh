@@ -121,76 +121,91 @@ __device__ __forceinline__ void fake_quant8_bf16(const float (&v)[8], uint32_t a
 
 /* ---- decoding ---------------------------------------------------------- */
 
+/* Byte lookups of the magnitudes of the 8 E2M1 codes of w: byte i of [0]
+ * for nibble i, of [1] for nibble i + 4; hi/lo: the high and low bytes of
+ * the bf16 of 0, .5, 1, 1.5, 2, 3, 4, 6 (f16: the high byte, the low one
+ * is zero). */
+__device__ __forceinline__ void bf16_magnitude_bytes(uint32_t w, uint32_t (&hi)[2],
+                                                     uint32_t (&lo)[2]) {
+  const uint32_t hi_a = 0x3F3F3F00u, hi_b = 0x40404040u;
+  const uint32_t lo_a = 0xC0800000u, lo_b = 0xC0804000u;
+  const uint32_t mag = w & 0x77777777u;
+  hi[0] = __byte_perm(hi_a, hi_b, mag), lo[0] = __byte_perm(lo_a, lo_b, mag);
+  hi[1] = __byte_perm(hi_a, hi_b, mag >> 16), lo[1] = __byte_perm(lo_a, lo_b, mag >> 16);
+}
+__device__ __forceinline__ void f16_magnitude_bytes(uint32_t w, uint32_t (&hi)[2]) {
+  const uint32_t hi_a = 0x3E3C3800u, hi_b = 0x46444240u;
+  const uint32_t mag = w & 0x77777777u;
+  hi[0] = __byte_perm(hi_a, hi_b, mag), hi[1] = __byte_perm(hi_a, hi_b, mag >> 16);
+}
+
+/* Bit 15 of out[p] = the sign of element 2p, bit 31 = of element 2p+1, for
+ * the standard nibble order (element i in nibble i). */
+__device__ __forceinline__ void or_signs(uint32_t w, uint32_t (&out)[4]) {
+  /* Byte j of s_even has bit 7 = sign of element 2j; of s_odd, of 2j+1. */
+  const uint32_t s_even = (w << 4) & 0x80808080u, s_odd = w & 0x80808080u;
+  out[0] |= __byte_perm(s_even, s_odd, 0x4400) & 0x80008000u;
+  out[1] |= __byte_perm(s_even, s_odd, 0x5511) & 0x80008000u;
+  out[2] |= __byte_perm(s_even, s_odd, 0x6622) & 0x80008000u;
+  out[3] |= __byte_perm(s_even, s_odd, 0x7733) & 0x80008000u;
+}
+
+/* The same for the paired order (mxfp4_pair.cuh: element 2p in nibble p,
+ * 2p+1 in nibble p+4): their signs sit 4p+3 and 4p+19 bits up, so one shift
+ * puts both on bits 15 and 31. */
+__device__ __forceinline__ void or_signs_paired(uint32_t w, uint32_t (&out)[4]) {
+#pragma unroll
+  for (int p = 0; p < 4; p++) out[p] |= (w << (12 - 4 * p)) & 0x80008000u;
+}
+
 /* 8 E2M1 codes (nibble i = element i) -> 4 bf16x2 words, out[p] holding
  * elements (2p, 2p+1).  Magnitudes through byte-permute lookups, signs
  * copied into bit 15 / 31.  Exact. */
 __device__ __forceinline__ void e2m1x8_to_bf16x2(uint32_t w, uint32_t (&out)[4]) {
-  /* bf16 of 0, .5, 1, 1.5, 2, 3, 4, 6: high bytes and low bytes. */
-  const uint32_t hi_a = 0x3F3F3F00u, hi_b = 0x40404040u;
-  const uint32_t lo_a = 0xC0800000u, lo_b = 0xC0804000u;
-  uint32_t mag = w & 0x77777777u;
-  uint32_t h0 = __byte_perm(hi_a, hi_b, mag), l0 = __byte_perm(lo_a, lo_b, mag);
-  uint32_t h1 = __byte_perm(hi_a, hi_b, mag >> 16), l1 = __byte_perm(lo_a, lo_b, mag >> 16);
-  out[0] = __byte_perm(l0, h0, 0x5140);
-  out[1] = __byte_perm(l0, h0, 0x7362);
-  out[2] = __byte_perm(l1, h1, 0x5140);
-  out[3] = __byte_perm(l1, h1, 0x7362);
-  /* Byte j of s_even has bit 7 = sign of element 2j; of s_odd, of 2j+1. */
-  uint32_t s_even = (w << 4) & 0x80808080u, s_odd = w & 0x80808080u;
-  out[0] |= __byte_perm(s_even, s_odd, 0x4400) & 0x80008000u;
-  out[1] |= __byte_perm(s_even, s_odd, 0x5511) & 0x80008000u;
-  out[2] |= __byte_perm(s_even, s_odd, 0x6622) & 0x80008000u;
-  out[3] |= __byte_perm(s_even, s_odd, 0x7733) & 0x80008000u;
+  uint32_t h[2], l[2];
+  bf16_magnitude_bytes(w, h, l);
+  out[0] = __byte_perm(l[0], h[0], 0x5140);
+  out[1] = __byte_perm(l[0], h[0], 0x7362);
+  out[2] = __byte_perm(l[1], h[1], 0x5140);
+  out[3] = __byte_perm(l[1], h[1], 0x7362);
+  or_signs(w, out);
 }
 
 /* The same into f16x2 (E2M1 values have a zero low byte in f16). */
 __device__ __forceinline__ void e2m1x8_to_f16x2(uint32_t w, uint32_t (&out)[4]) {
-  const uint32_t hi_a = 0x3E3C3800u, hi_b = 0x46444240u;
-  uint32_t mag = w & 0x77777777u;
-  uint32_t h0 = __byte_perm(hi_a, hi_b, mag), h1 = __byte_perm(hi_a, hi_b, mag >> 16);
-  out[0] = __byte_perm(h0, 0u, 0x1404);
-  out[1] = __byte_perm(h0, 0u, 0x3424);
-  out[2] = __byte_perm(h1, 0u, 0x1404);
-  out[3] = __byte_perm(h1, 0u, 0x3424);
-  uint32_t s_even = (w << 4) & 0x80808080u, s_odd = w & 0x80808080u;
-  out[0] |= __byte_perm(s_even, s_odd, 0x4400) & 0x80008000u;
-  out[1] |= __byte_perm(s_even, s_odd, 0x5511) & 0x80008000u;
-  out[2] |= __byte_perm(s_even, s_odd, 0x6622) & 0x80008000u;
-  out[3] |= __byte_perm(s_even, s_odd, 0x7733) & 0x80008000u;
+  uint32_t h[2];
+  f16_magnitude_bytes(w, h);
+  out[0] = __byte_perm(h[0], 0u, 0x1404);
+  out[1] = __byte_perm(h[0], 0u, 0x3424);
+  out[2] = __byte_perm(h[1], 0u, 0x1404);
+  out[3] = __byte_perm(h[1], 0u, 0x3424);
+  or_signs(w, out);
 }
 
-/* The two decoders above for a word in the paired nibble order
- * (mxfp4_pair.cuh: element 2p in nibble p, 2p+1 in nibble p+4).  The
- * lookups give the even elements' bytes and the odd ones' in separate
- * words, interleaved by two more permutes; a sign sits 4p+3 bits (even) or
- * 4p+19 bits (odd) up, so one shift puts both of pair p on bits 15 and 31. */
+/* The two decoders above for a word in the paired nibble order.  The
+ * lookups give the even elements' bytes ([0]) and the odd ones' ([1]) in
+ * separate words, which two more permutes interleave. */
 __device__ __forceinline__ void e2m1x8_paired_to_bf16x2(uint32_t w, uint32_t (&out)[4]) {
-  const uint32_t hi_a = 0x3F3F3F00u, hi_b = 0x40404040u;
-  const uint32_t lo_a = 0xC0800000u, lo_b = 0xC0804000u;
-  uint32_t mag = w & 0x77777777u;
-  uint32_t he = __byte_perm(hi_a, hi_b, mag), le = __byte_perm(lo_a, lo_b, mag);
-  uint32_t ho = __byte_perm(hi_a, hi_b, mag >> 16), lo = __byte_perm(lo_a, lo_b, mag >> 16);
-  uint32_t l01 = __byte_perm(le, lo, 0x5140), l23 = __byte_perm(le, lo, 0x7362);
-  uint32_t h01 = __byte_perm(he, ho, 0x5140), h23 = __byte_perm(he, ho, 0x7362);
+  uint32_t h[2], l[2];
+  bf16_magnitude_bytes(w, h, l);
+  const uint32_t l01 = __byte_perm(l[0], l[1], 0x5140), l23 = __byte_perm(l[0], l[1], 0x7362);
+  const uint32_t h01 = __byte_perm(h[0], h[1], 0x5140), h23 = __byte_perm(h[0], h[1], 0x7362);
   out[0] = __byte_perm(l01, h01, 0x5140);
   out[1] = __byte_perm(l01, h01, 0x7362);
   out[2] = __byte_perm(l23, h23, 0x5140);
   out[3] = __byte_perm(l23, h23, 0x7362);
-#pragma unroll
-  for (int p = 0; p < 4; p++) out[p] |= (w << (12 - 4 * p)) & 0x80008000u;
+  or_signs_paired(w, out);
 }
 
 __device__ __forceinline__ void e2m1x8_paired_to_f16x2(uint32_t w, uint32_t (&out)[4]) {
-  const uint32_t hi_a = 0x3E3C3800u, hi_b = 0x46444240u;
-  uint32_t mag = w & 0x77777777u;
-  uint32_t he = __byte_perm(hi_a, hi_b, mag), ho = __byte_perm(hi_a, hi_b, mag >> 16);
-  uint32_t h01 = __byte_perm(he, ho, 0x5140), h23 = __byte_perm(he, ho, 0x7362);
+  uint32_t h[2];
+  f16_magnitude_bytes(w, h);
+  const uint32_t h01 = __byte_perm(h[0], h[1], 0x5140), h23 = __byte_perm(h[0], h[1], 0x7362);
   out[0] = __byte_perm(h01, 0u, 0x1404);
   out[1] = __byte_perm(h01, 0u, 0x3424);
   out[2] = __byte_perm(h23, 0u, 0x1404);
   out[3] = __byte_perm(h23, 0u, 0x3424);
-#pragma unroll
-  for (int p = 0; p < 4; p++) out[p] |= (w << (12 - 4 * p)) & 0x80008000u;
+  or_signs_paired(w, out);
 }
 
 /* An E8M0 byte as a bf16x2 pair of 2^(byte-127) (byte 0: the subnormal

@@ -11,9 +11,10 @@
  * sign bit lands on bit 15.  Multiplying by 2^(s-1) (exact: both factors
  * are powers of two times at most 2 significant bits) gives
  * value · 2^(s-127); scales above 128 need 2^(s-1) > bf16 max and take a
- * second multiply (as does 0xFF, which gives NaN).  The MMA sees k in the
- * order (8w+j, 8w+j+4), so x's 16-byte loads are regrouped with byte
- * permutes to match. */
+ * second multiply (as does 0xFF, which gives NaN).  In the standard
+ * nibble order the MMA sees k in the order (8w+j, 8w+j+4), so x's 16-byte
+ * loads are regrouped with byte permutes to match; in the paired order
+ * (mxfp4_pair.cuh) the pairs are (8w+2j, 8w+2j+1), as x lies in memory. */
 #ifndef TGEMM_CUDA_W4A16_DECODE_CUH
 #define TGEMM_CUDA_W4A16_DECODE_CUH
 

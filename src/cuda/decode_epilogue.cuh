@@ -154,6 +154,27 @@ static inline size_t decode_smem_bytes(size_t ring, int warps, int tiles, int mt
   return split > 1 ? at + exchange_bytes(tiles, mt) : at;
 }
 
+/* Kernel start: a split kernel's blocks set up their exchange (see
+ * cluster_exchange.cuh) before any other work.  smem: the dynamic shared
+ * memory. */
+template <int T, int MT>
+__device__ __forceinline__ void begin_split(void *smem, int split, const epilogue &ep) {
+  if (split > 1) exchange_begin<T, MT>(static_cast<unsigned char *>(smem) + ep.exchange_at, split);
+}
+
+/* A split kernel's end: the block's partial `part` ([token][row], rows
+ * padded to partial_stride) exchanged, and the block's own tokens summed
+ * over the cluster and written to y. */
+template <int WARPS, int T, int MT>
+__device__ __forceinline__ void exchange_and_store(const float *part, unsigned char *area,
+                                                   int split, int rank, int row0,
+                                                   const epilogue &ep) {
+  exchange_and_sum<WARPS, T, MT>(part, area, split, rank, row0, ep.m, ep.n,
+                                 [&](int token, int row, const float(&s)[8]) {
+                                   store_eight(ep, row0 + row, token, s);
+                                 });
+}
+
 /* reduce_and_store through the [token][row] layout (reduce_by_rows). */
 template <int WARPS, int R, int MT>
 __device__ __forceinline__ void reduce_rows_and_store(const float (&acc)[R], float *red,
@@ -201,10 +222,7 @@ __device__ __forceinline__ void reduce_rows_and_store(const float (&acc)[R], flo
 #pragma unroll
     for (int i = 0; i < 8; i++) red[token * STRIDE + row + i] = s[i];
   });
-  exchange_and_sum<WARPS, T, MT>(red, area, split, rank, row0, ep.m, ep.n,
-                                 [&](int token, int row, const float(&s)[8]) {
-                                   store_eight(ep, row0 + row, token, s);
-                                 });
+  exchange_and_store<WARPS, T, MT>(red, area, split, rank, row0, ep);
 }
 
 /* reduce_and_store one output a thread, in the fragment order. */
@@ -237,25 +255,23 @@ __device__ __forceinline__ void reduce_elements_and_store(const float (&acc)[R],
     element_at<MT>(0, e, &row, &token);
     part[token * partial_stride(T) + row] = sum_warps(e);
   }
-  exchange_and_sum<WARPS, T, MT>(part, area, split, rank, row0, ep.m, ep.n,
-                                 [&](int token, int row, const float(&s)[8]) {
-                                   store_eight(ep, row0 + row, token, s);
-                                 });
+  exchange_and_store<WARPS, T, MT>(part, area, split, rank, row0, ep);
 }
 
 /* Sums the R accumulators of every warp of the block, then (split > 1) of
  * every block of the cluster (cluster_exchange.cuh: the kernel called
- * exchange_begin at its start), and writes y.  red: shared memory of
- * reduce_floats(WARPS, tiles, MT, split) floats; smem: the dynamic shared
- * memory, whose exchange area is at ep.exchange_at.  Elements that land
+ * begin_split at its start), and writes y.  smem: the dynamic shared
+ * memory, whose first reduce_floats(WARPS, tiles, MT, split) floats are
+ * free for the reduction and whose exchange area is at ep.exchange_at.
+ * Elements that land
  * outside y are neither stored nor summed.  Fixed summation order, warp 0
  * first, then the cluster's blocks in rank order, the same in both
  * layouts: the result does not depend on timing or on the layout. */
 template <int WARPS, int R, int MT>
-__device__ __forceinline__ void reduce_and_store(const float (&acc)[R], float *red,
-                                                 unsigned char *smem, int split, int rank,
-                                                 int row0, const epilogue &ep) {
-  unsigned char *area = smem + ep.exchange_at;
+__device__ __forceinline__ void reduce_and_store(const float (&acc)[R], void *smem, int split,
+                                                 int rank, int row0, const epilogue &ep) {
+  float *red = static_cast<float *>(smem);
+  unsigned char *area = static_cast<unsigned char *>(smem) + ep.exchange_at;
   if constexpr (reduce_by_rows(WARPS, R / (4 * MT), MT))
     reduce_rows_and_store<WARPS, R, MT>(acc, red, area, split, rank, row0, ep);
   else

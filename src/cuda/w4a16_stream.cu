@@ -91,9 +91,7 @@ __global__ void __launch_bounds__(WARPS * 32)
   const int split = a.split;
   int group, rank;
   tgemm_decode::block_place(split, &group, &rank);
-  if (split > 1)
-    tgemm_decode::exchange_begin<T, MT>(reinterpret_cast<unsigned char *>(smem) + a.ep.exchange_at,
-                                        split);
+  tgemm_decode::begin_split<T, MT>(smem, split, a.ep);
   const int row0 = group * 16 * T;
   const int workers = split * WARPS;
   const int worker = rank * WARPS + warp;
@@ -403,9 +401,7 @@ __global__ void __launch_bounds__(WARPS * 32)
   if (a.trigger == tgemm_decode::kTriggerAfterLoop) tgemm_decode::allow_next_launch();
   if constexpr (ST > 0) __syncthreads(); /* the rings become the reduction buffer */
   W4_PHASE(3);
-  tgemm_decode::reduce_and_store<WARPS, R, MT>(acc, reinterpret_cast<float *>(smem),
-                                               reinterpret_cast<unsigned char *>(smem), split,
-                                               rank, row0, a.ep);
+  tgemm_decode::reduce_and_store<WARPS, R, MT>(acc, smem, split, rank, row0, a.ep);
   W4_PHASE(4);
 }
 

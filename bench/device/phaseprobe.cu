@@ -86,11 +86,14 @@ void run(const experiment &e) {
   cudaEvent_t t0, t1;
   CK(cudaEventCreate(&t0));
   CK(cudaEventCreate(&t1));
+  void *phases;
+  CK(cudaGetSymbolAddress(&phases, tgemm_w4_phases));
+  CK(cudaMemset(phases, 0, sizeof(unsigned long long) * TGEMM_W4_PHASES * 12));
   const float per_call = graph_us(stream, t0, t1, calls, [&](int i) {
     a.w_packed = wq[i % copies], a.w_scales = ws[i % copies];
     CK(tgemm__w4a16_stream_run(kernel, &a));
   });
-  static unsigned long long rec[TGEMM_W4_PHASES][8];
+  static unsigned long long rec[TGEMM_W4_PHASES][12];
   CK(cudaMemcpyFromSymbol(rec, tgemm_w4_phases, sizeof rec));
 
   const config cfg = tgemm_decode::config_of(kernel);
@@ -98,7 +101,7 @@ void run(const experiment &e) {
   const int blocks = (int)std::min<long long>(groups * cfg.split, TGEMM_W4_PHASES);
   unsigned long long first = ~0ull, last = 0;
   for (int b = 0; b < blocks; b++) first = std::min(first, rec[b][0]), last = std::max(last, rec[b][4]);
-  std::vector<double> start, land, loop, wait, reduce, life, end, ghz;
+  std::vector<double> start, land, loop, wait, reduce, life, end, ghz, e_sts, e_bar, e_sum, e_exit;
   std::vector<int> per_sm(256, 0);
   for (int b = 0; b < blocks; b++) {
     const unsigned long long *r = rec[b];
@@ -107,6 +110,12 @@ void run(const experiment &e) {
     loop.push_back((r[2] - r[1]) / 1e3);
     wait.push_back((r[3] - r[2]) / 1e3);
     reduce.push_back((r[4] - r[3]) / 1e3);
+    if (r[8] && r[9] && r[10]) {
+      e_sts.push_back((r[8] - r[3]) / 1e3);
+      e_bar.push_back((r[9] - r[8]) / 1e3);
+      e_sum.push_back((r[10] - r[9]) / 1e3);
+      e_exit.push_back((r[4] - r[10]) / 1e3);
+    }
     life.push_back((r[4] - r[0]) / 1e3);
     end.push_back((r[4] - first) / 1e3);
     if (r[4] > r[0]) ghz.push_back((double)(r[7] - r[6]) / (double)(r[4] - r[0]));
@@ -120,13 +129,18 @@ void run(const experiment &e) {
          "last call: first start to last exit %.2f us, SM clock %.2f GHz\n",
          per_call, calls, (last - first) / 1e3, pct(ghz, 50));
   printf("   us over blocks        min    p10    p50    p90    max\n");
-  struct {
+  struct phase_row {
     const char *name;
     std::vector<double> *v;
-  } rows[] = {{"start after first", &start}, {"first batch lands", &land}, {"rest of loop (warp 0)", &loop},
-              {"other warps", &wait},       {"reduce + store", &reduce},  {"block lifetime", &life},
-              {"exit after first", &end}};
-  for (auto &r : rows)
+  };
+  std::vector<phase_row> shown = {{"start after first", &start}, {"first batch lands", &land},
+                                  {"rest of loop (warp 0)", &loop}, {"other warps", &wait},
+                                  {"reduce + store", &reduce}, {"block lifetime", &life},
+                                  {"exit after first", &end}};
+  if (!e_sts.empty()) /* inside an unsplit kernel's end (decode_epilogue.cuh stamps) */
+    shown.insert(shown.begin() + 5, {{"  partials out", &e_sts}, {"  block barrier", &e_bar},
+                                     {"  sum + store", &e_sum}, {"  to exit stamp", &e_exit}});
+  for (auto &r : shown)
     printf("   %-21s %6.2f %6.2f %6.2f %6.2f %6.2f\n", r.name, pct(*r.v, 0), pct(*r.v, 10), pct(*r.v, 50),
            pct(*r.v, 90), pct(*r.v, 100));
   CK(cudaEventDestroy(t0));

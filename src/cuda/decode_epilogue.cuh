@@ -11,6 +11,12 @@
 #include "cuda/cluster_exchange.cuh"
 #include "cuda/cuda_args.h"
 
+/* Timestamps inside an unsplit kernel's end: bench/device/phaseprobe.cu
+ * defines them (through w4a16_stream.cu); in the library they are nothing. */
+#ifndef TGEMM_DECODE_STAMP
+#define TGEMM_DECODE_STAMP(i) ((void)0)
+#endif
+
 namespace tgemm_decode {
 
 /* Where the finished sums go. */
@@ -189,7 +195,9 @@ __device__ __forceinline__ void reduce_rows_and_store(const float (&acc)[R], flo
     element_at<MT>(0, r * 32 + lane, &row, &token);
     red[(warp * TOKENS + token) * STRIDE + row] = acc[r];
   }
+  TGEMM_DECODE_STAMP(0);
   __syncthreads();
+  TGEMM_DECODE_STAMP(1);
   /* The block's sum of 8 rows of one token, warp 0 first. */
   auto sum_warps = [&](float (&s)[8], int token, int row) {
 #pragma unroll
@@ -214,6 +222,7 @@ __device__ __forceinline__ void reduce_rows_and_store(const float (&acc)[R], flo
       sum_warps(s, token, row);
       store_eight(ep, row0 + row, token, s);
     });
+    TGEMM_DECODE_STAMP(2);
     return;
   }
   for_pieces([&](int token, int row) { /* the block's partial, into warp 0's place */
@@ -235,7 +244,9 @@ __device__ __forceinline__ void reduce_elements_and_store(const float (&acc)[R],
 #pragma unroll
   for (int r = 0; r < R; r++)
     if (element_used<MT>(ep, row0, r * 32 + lane)) red[(warp * R + r) * 32 + lane] = acc[r];
+  TGEMM_DECODE_STAMP(0);
   __syncthreads();
+  TGEMM_DECODE_STAMP(1);
   /* The block's sum of element e, warp 0 first. */
   auto sum_warps = [&](int e) {
     float s = red[e];
@@ -246,6 +257,7 @@ __device__ __forceinline__ void reduce_elements_and_store(const float (&acc)[R],
   if (split == 1) {
     for (int e = threadIdx.x; e < E; e += WARPS * 32)
       if (element_used<MT>(ep, row0, e)) store_one<MT>(ep, row0, e, sum_warps(e));
+    TGEMM_DECODE_STAMP(2);
     return;
   }
   float *part = red + WARPS * E; /* the block's partial in the row layout */

@@ -11,6 +11,10 @@
 
 #include <type_traits>
 
+#ifdef TGEMM_W4_PHASES /* stamps inside the epilogue too (slots 8..10) */
+__device__ __forceinline__ void w4_phase(int i);
+#define TGEMM_DECODE_STAMP(i) w4_phase(8 + (i))
+#endif
 #include "cuda/w4a16_decode.cuh"
 #include "cuda/w4a16_stream.cuh"
 
@@ -18,9 +22,11 @@
  * (which defines TGEMM_W4_PHASES as the number of blocks it records):
  * thread 0 stores %globaltimer at entry (0), first batch landed (1), last
  * batch done (2), all warps done (3) and exit (4); its SM (5) and clock64
- * at entry and exit (6, 7). */
+ * at entry and exit (6, 7); inside an unsplit kernel's end
+ * (decode_epilogue.cuh), after the partial sums are written (8), after the
+ * block barrier (9) and after the sums and stores (10). */
 #ifdef TGEMM_W4_PHASES
-__device__ unsigned long long tgemm_w4_phases[TGEMM_W4_PHASES][8];
+__device__ unsigned long long tgemm_w4_phases[TGEMM_W4_PHASES][12];
 __device__ __forceinline__ void w4_phase(int i) {
   if (threadIdx.x != 0 || blockIdx.x >= TGEMM_W4_PHASES) return;
   unsigned long long t, *rec = tgemm_w4_phases[blockIdx.x];

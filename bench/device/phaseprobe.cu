@@ -4,8 +4,9 @@
  * over rotating weight copies, as `tgemm bench --graph` times it.  For the
  * last call of the graph it prints, over the blocks: when each block
  * started after the first one, how long its first batch took to land, its
- * loop, the wait for the block's other warps, the reduction and store, and
- * the span from the first start to the last exit.
+ * loop, the wait for the block's other warps, the reduction and store (for
+ * an unsplit kernel also its parts: partial sums out, block barrier, sums
+ * and stores), and the span from the first start to the last exit.
  *
  *   bash bench/device/probe.sh --build     (here; builds it into build-suite-carry/)
  *   build-suite-carry/phaseprobe           (device: the built-in list below)

@@ -28,8 +28,9 @@ typedef struct tgemm__cuda_gemm_args {
   tgemm_dtype w_dtype;
   const uint8_t *w_packed; /* MXFP4 weight [n, ceil(k/32)*16] (or NULL) */
   int64_t ldw_packed;
-  int w_paired; /* 1: w_packed is in the paired nibble order (mxfp4_pair.cuh), which only the
-                 * W4A16 stream kernels read; 0: the standard order */
+  int w_paired; /* 1: w_packed is in the paired nibble order (mxfp4_pair.cuh), in which the
+                 * W4A16 stream kernels skip x's byte permutes; 0: the standard order.  Every
+                 * MXFP4 kernel and the reference read both */
   const uint8_t *w_scales; /* [n, ceil(k/32)] */
   int64_t ldw_scales;
   const void *bias; /* [n] of bias_dtype, or NULL */

@@ -9,8 +9,9 @@
  * the paired order nibble j holds element 2j and nibble j+4 element 2j+1
  * (the even elements in the low 16 bits, the odd ones in the high): the
  * decoded pairs are (2j, 2j+1), as x already lies in memory.  The CUDA
- * backend keeps a paired copy of each weight's packed bytes for the stream
- * kernels (cuda_backend.c); scales are unchanged. */
+ * backend rewrites the MXFP4 form it quantized at load in place, with no
+ * copy (cuda_backend.c); borrowed MXFP4 weights keep the standard order,
+ * and scales are unchanged. */
 #ifndef TGEMM_CUDA_MXFP4_PAIR_CUH
 #define TGEMM_CUDA_MXFP4_PAIR_CUH
 
